@@ -1,0 +1,192 @@
+"""Load Hugging Face LLaVA-family models (local folder, hub id, or an unforget zoo name).
+
+Every model goes through the same path: AutoProcessor + AutoModelForImageTextToText, prompts built with the
+processor's own chat template. The embedded default (``tiny-llava``) is an ordinary HF folder loaded this way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ModelLoadError
+from .zoo import resolve_zoo_name
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_FAMILIES = {
+    "llava": "LLaVA-1.5 (llava-hf/llava-1.5-7b-hf)",
+    "llava_next": "LLaVA-NeXT (llava-hf/llava-v1.6-*)",
+    "llava_onevision": "LLaVA-OneVision",
+    "qwen2_vl": "Qwen2-VL",
+    "qwen2_5_vl": "Qwen2.5-VL",
+    "idefics3": "Idefics3",
+    "smolvlm": "SmolVLM",
+    "instructblip": "InstructBLIP",
+}
+
+_DTYPES = {"auto": "auto", "float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+@dataclass
+class LoadedModel:
+    """A model with its processor; ``family`` is the config's model_type (llava, qwen2_vl, ...)."""
+
+    model: Any
+    processor: Any
+    family: str
+    source: str
+
+    @property
+    def tokenizer(self) -> Any:
+        return getattr(self.processor, "tokenizer", self.processor)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def resolve_dtype(name: str | torch.dtype | None, device: str) -> Any:
+    if isinstance(name, torch.dtype):
+        return name
+    if name in (None, "auto"):
+        # bf16 where the hardware has it, fp32 on CPU (bf16 matmuls are slow on most CPUs)
+        if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    try:
+        return _DTYPES[name]
+    except KeyError:
+        raise ModelLoadError(f"unknown dtype '{name}'; use one of {', '.join(_DTYPES)}") from None
+
+
+def resolve_device(device: str | None) -> str:
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device '{device}' was asked for but CUDA is not available here; use --device cpu")
+    return device
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes") or os.environ.get(
+        "TRANSFORMERS_OFFLINE", "0"
+    ).lower() in ("1", "true", "yes")
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A zoo name -> its folder; a local folder -> itself; a hub id -> itself (checked against the cache offline)."""
+    zoo = resolve_zoo_name(name_or_path)
+    if zoo is not None:
+        return str(zoo)
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"{path} exists but has no config.json: pass a Hugging Face model folder "
+                "(the output of save_pretrained / a downloaded snapshot)"
+            )
+        return str(path)
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        raise ModelLoadError(f"model folder {name_or_path} does not exist")
+    return name_or_path
+
+
+def _hub_error(name: str, exc: Exception) -> ModelLoadError:
+    hint = (
+        f"'{name}' is not a local folder and could not be fetched from the Hugging Face Hub"
+        + (" (offline mode: HF_HUB_OFFLINE=1)" if _offline() else " (no network, or the id is wrong)")
+        + f". Download it where there is network (`huggingface-cli download {name} --local-dir DIR`) "
+        "and pass the folder: --model DIR"
+    )
+    return ModelLoadError(f"{hint}. Cause: {type(exc).__name__}: {exc}")
+
+
+def load_model(
+    name_or_path: str,
+    *,
+    dtype: str | torch.dtype | None = "auto",
+    device: str | None = "auto",
+    device_map: str | dict | None = None,
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
+    adapter: str | None = None,
+) -> LoadedModel:
+    """Load model + processor. ``device_map="auto"`` spreads a model larger than one device (accelerate);
+    ``attn_implementation`` is "eager", "sdpa" or "flash_attention_2" (when installed). ``adapter`` is a peft
+    adapter folder applied on top (kept unmerged)."""
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    path = resolve_model_path(name_or_path)
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        if Path(path).exists():
+            raise ModelLoadError(f"{path}: cannot read config.json: {exc}") from exc
+        raise _hub_error(name_or_path, exc) from exc
+    family = getattr(config, "model_type", "unknown")
+    if family not in SUPPORTED_FAMILIES:
+        log.warning("model type '%s' is not one of the tested families (%s); trying anyway",
+                    family, ", ".join(SUPPORTED_FAMILIES))
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    if Path(path).exists():
+        _refuse_pickle_only(Path(path))
+        kwargs["use_safetensors"] = True
+    try:
+        processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, ImportError) as exc:
+        if Path(path).exists():
+            raise ModelLoadError(f"{path}: cannot load the model: {type(exc).__name__}: {exc}") from exc
+        raise _hub_error(name_or_path, exc) from exc
+    if device_map is None:
+        model.to(dev)
+    if adapter:
+        model = load_adapter(model, adapter)
+    model.eval()
+    tok = getattr(processor, "tokenizer", None)
+    if tok is not None and tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return LoadedModel(model=model, processor=processor, family=family, source=str(path))
+
+
+def _refuse_pickle_only(path: Path) -> None:
+    has_st = any(path.glob("*.safetensors"))
+    has_pickle = any(path.glob("*.bin")) or any(path.glob("*.pt"))
+    if has_pickle and not has_st:
+        raise ModelLoadError(
+            f"{path} holds only pickle weights (*.bin/*.pt); unforget loads safetensors only because pickle can "
+            "run code. Convert them where you trust the source (model.save_pretrained(dir, safe_serialization=True))."
+        )
+
+
+def load_adapter(model: Any, adapter: str) -> Any:
+    """Attach a peft adapter; an adapter trained on another base model is refused with a clear error."""
+    import json
+
+    from peft import PeftModel
+
+    cfg_path = Path(adapter) / "adapter_config.json"
+    if not cfg_path.is_file():
+        raise ModelLoadError(f"{adapter}: not a peft adapter folder (no adapter_config.json)")
+    try:
+        return PeftModel.from_pretrained(model, adapter)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        base = json.loads(cfg_path.read_text()).get("base_model_name_or_path")
+        raise ModelLoadError(
+            f"{adapter}: the LoRA adapter does not fit this model (adapter base: {base}): {exc}"
+        ) from exc
