@@ -1,2 +1,284 @@
-def main(argv=None):
+"""`unforget <verb>`: thin - parses arguments, calls the library, shows progress and tables."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from . import __version__
+from .errors import UnforgetError
+
+log = logging.getLogger("unforget")
+
+VERBS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {}
+
+
+def register_verb(name: str, help: str, add: Callable[[argparse.ArgumentParser], None],
+                  run: Callable[[argparse.Namespace], int]) -> None:
+    """Add ``unforget <name>``: ``add`` declares its arguments, ``run`` does the work and returns the exit code."""
+    VERBS[name] = (add, run, help)
+
+
+def console():
+    from rich.console import Console
+
+    return Console(stderr=False)
+
+
+def progress_bar():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console(), transient=False,
+                    disable=not sys.stdout.isatty() and os.environ.get("UNFORGET_PROGRESS") != "1")
+
+
+class ProgressTracker:
+    """Maps (label, done, total) callbacks onto rich progress tasks; prints a line per label when not a TTY."""
+
+    def __init__(self, progress):
+        self.progress = progress
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, label: str, done: int, total: int) -> None:
+        if label not in self.tasks:
+            self.tasks[label] = self.progress.add_task(label, total=total)
+        self.progress.update(self.tasks[label], completed=done, total=total)
+        if self.progress.disable and done == total:
+            log.info("%s: %d/%d done", label, done, total)
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+# ---------------------------------------------------------------------------------------------------------- ls
+def add_ls(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", nargs="?", default="all",
+                   choices=["all", "models", "datasets", "formats", "judges", "methods", "tailoring", "studies",
+                            "configs"])
+
+
+def run_ls(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from .listing import catalogue
+
+    con = console()
+    for title, columns, rows in catalogue(args.what):
+        table = Table(title=title, title_justify="left")
+        for c in columns:
+            table.add_column(c)
+        for row in rows:
+            table.add_row(*[str(x) for x in row])
+        if not rows:
+            table.add_row(*(["(none yet)"] + [""] * (len(columns) - 1)))
+        con.print(table)
     return 0
+
+
+register_verb("ls", "list models, datasets, formats, judges, fine-tuning and tailoring methods, studies, configs", add_ls, run_ls)
+
+
+# ------------------------------------------------------------------------------------------------------ config
+def add_config(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True)
+    show = sub.add_parser("show", help="print a shipped config (e.g. emt/quickstart)")
+    show.add_argument("name")
+    cp = sub.add_parser("cp", help="copy a shipped config to FILE for editing")
+    cp.add_argument("name")
+    cp.add_argument("file")
+    sub.add_parser("list", help="list shipped configs")
+
+
+def run_config(args: argparse.Namespace) -> int:
+    from .config import find_config, list_configs
+
+    if args.action == "list":
+        for name in list_configs():
+            print(name)
+        return 0
+    path = find_config(args.name)
+    if args.action == "show":
+        sys.stdout.write(path.read_text())
+        return 0
+    dest = Path(args.file)
+    if dest.exists():
+        raise UnforgetError(f"{dest} exists; choose another file name or delete it first")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, dest)
+    print(f"copied {path} -> {dest}")
+    return 0
+
+
+register_verb("config", "show or copy shipped configs (torchtune-style `config cp`)", add_config, run_config)
+
+
+# -------------------------------------------------------------------------------------------------------- eval
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="zoo name (tiny-llava), HF folder, or hub id")
+    p.add_argument("--dtype", help="auto | float32 | bfloat16 | float16")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--device-map", dest="device_map", help='"auto" spreads a large model over devices')
+    p.add_argument("--attn", dest="attn_implementation", help="eager | sdpa | flash_attention_2")
+    p.add_argument("--adapter", help="peft adapter folder to apply")
+
+
+def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("dtype", "device", "device_map", "attn_implementation", "adapter")
+    out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+    if getattr(args, "model", None):
+        out["name"] = args.model
+    return out
+
+
+def add_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", help="YAML config (see `unforget config list`)")
+    add_model_args(p)
+    p.add_argument("--datasets", "--dataset", dest="datasets",
+                   help="comma list: names (digits), format:path (imagefolder:/data/mini), or dataset YAML files")
+    p.add_argument("--split", help="split to evaluate (default test)")
+    p.add_argument("--mode", choices=["generate", "rank"])
+    p.add_argument("--judges", "--judge", dest="judges", help="comma list of judges; the first decides")
+    p.add_argument("--limit", type=int, help="first N samples per dataset")
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int)
+    p.add_argument("--template", type=int, help="index of the dataset prompt template (0 = EMT style)")
+    p.add_argument("--leak-labels", dest="leak_labels", help="datasets whose labels count as hallucinations")
+    p.add_argument("--skip-bad", dest="skip_bad", action="store_true", default=None,
+                   help="record unreadable samples as skipped and go on")
+    p.add_argument("--out", help="run folder (default runs/eval/<model>-<timestamp>); an existing one resumes")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. batch_size=8 model.dtype=bfloat16")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .evaluation.config import EvalConfig
+    from .evaluation.evaluator import evaluate
+    from .runs import RunDir
+
+    base: dict[str, Any] = {}
+    for key in ("split", "mode", "limit", "batch_size", "max_new_tokens", "template", "skip_bad", "out"):
+        if getattr(args, key) is not None:
+            base[key] = getattr(args, key)
+    for key in ("datasets", "judges", "leak_labels"):
+        if getattr(args, key):
+            base[key] = _split(getattr(args, key))
+    if model_overrides(args):
+        base["model"] = model_overrides(args)
+    cfg = load_config(EvalConfig, args.config, args.overrides, base=base)
+    if cfg.out is None:
+        cfg.out = str(Path("runs") / "eval" / f"{Path(cfg.model.name).name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run = RunDir(cfg.out)
+    run.write_config(cfg)
+    con = console()
+    con.print(f"[bold]unforget eval[/] model={cfg.model.name} datasets={','.join(cfg.datasets)} mode={cfg.mode} "
+              f"-> {run.path}")
+    with progress_bar() as prog:
+        result = evaluate(cfg, run=run, progress=ProgressTracker(prog))
+    from .evaluation.report import eval_metrics_document, print_eval_table
+
+    run.write_metrics(eval_metrics_document(cfg, result))
+    print_eval_table(con, result)
+    return 0
+
+
+register_verb("eval", "evaluate an MLLM as an image classifier (generate + judge, or rank)", add_eval, run_eval)
+
+
+# ----------------------------------------------------------------------------------------------------- zoo
+def add_zoo(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True)
+    b = sub.add_parser("build", help="build a zoo model from its recipe")
+    b.add_argument("name")
+    b.add_argument("--out", help="folder to write (default: the unforget cache)")
+    b.add_argument("--seed", type=int, default=0)
+    sub.add_parser("list", help="list zoo models")
+
+
+def run_zoo(args: argparse.Namespace) -> int:
+    from .models.zoo import ZOO, cache_dir
+
+    if args.action == "list":
+        for e in ZOO.entries():
+            print(f"{e.name}\t{e.description}")
+        return 0
+    entry = ZOO.get(args.name)
+    if entry.build is None:
+        raise UnforgetError(f"zoo model '{args.name}' has no build recipe")
+    out = Path(args.out) if args.out else cache_dir() / "models" / args.name
+    t0 = time.perf_counter()
+    path = entry.build(out, seed=args.seed)
+    console().print(f"built {args.name} in {time.perf_counter() - t0:.0f} s -> {path}")
+    return 0
+
+
+register_verb("zoo", "build the models unforget ships recipes for (tiny-llava, smol-llava)", add_zoo, run_zoo)
+
+
+# -------------------------------------------------------------------------------------------------- main
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="unforget",
+        description="Measure and mitigate catastrophic forgetting in multimodal LLMs.",
+    )
+    parser.add_argument("--version", action="version", version=f"unforget {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    _load_plugin_verbs()
+    for name, (add, _run, help_text) in VERBS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add(p)
+    return parser
+
+
+def _load_plugin_verbs() -> None:
+    """Verbs defined next to the code they drive register themselves here when importable."""
+    import importlib
+
+    for module in ("unforget.training.cli", "unforget.tailoring.cli", "unforget.studies.cli",
+                   "unforget.reports.cli", "unforget.evaluation.cli"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(show_path=False, show_time=False, markup=False)])
+    for noisy in ("transformers", "httpx", "urllib3", "datasets", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if args.verbose else logging.ERROR)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _quiet_transformers()
+    _, run, _ = VERBS[args.verb]
+    try:
+        return run(args)
+    except UnforgetError as exc:
+        console().print(f"[bold red]error:[/] {exc}")
+        return 2
+    except KeyboardInterrupt:
+        console().print("[yellow]interrupted: rerun the same command to resume[/]")
+        return 130
+
+
+def _quiet_transformers() -> None:
+    try:
+        from transformers.utils import logging as tlog
+
+        tlog.set_verbosity_error()
+        tlog.disable_progress_bar()
+    except ImportError:
+        pass

@@ -1,0 +1,51 @@
+"""Configs of model loading and evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    """Which model and how to load it. ``name``: zoo name (tiny-llava), local HF folder, or hub id."""
+
+    name: str = "tiny-llava"
+    dtype: str = "auto"  # auto (bf16 on capable GPUs, fp32 on CPU) | float32 | bfloat16 | float16
+    device: str = "auto"
+    device_map: str | None = None  # "auto": spread a model larger than one device (accelerate)
+    attn_implementation: str | None = None  # eager | sdpa | flash_attention_2
+    adapter: str | None = None  # peft adapter folder applied on top
+    trust_remote_code: bool = False
+
+
+@dataclass
+class EvalConfig:
+    """``unforget eval``: the MLLM as an image classifier / VQA model on one or more datasets."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    datasets: list[str] = field(default_factory=lambda: ["digits"])
+    split: str = "test"
+    mode: Literal["generate", "rank"] = "generate"
+    judges: list[str] = field(default_factory=lambda: ["exact"])  # the first decides; the others are compared
+    template: int = 0  # index into the dataset's prompt templates (0 = the EMT-style one)
+    limit: int | None = None  # first N samples per dataset (deterministic)
+    batch_size: int = 16
+    max_new_tokens: int = 16
+    rank_normalise: Literal["sum", "mean"] = "sum"  # rank mode: sum or length-normalised log-likelihood
+    leak_labels: list[str] = field(default_factory=list)  # datasets whose labels count as hallucinated answers
+    skip_bad: bool = False  # record unreadable samples as skipped instead of stopping
+    seed: int = 0
+    out: str | None = None  # run folder; None: runs/eval/<model>-<time>
+
+    def validate(self) -> None:
+        if not self.datasets:
+            raise ConfigError("eval needs at least one dataset (--datasets digits,shapes)")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"limit must be >= 1, got {self.limit}")
+        if not self.judges:
+            raise ConfigError("judges must name at least one judge (e.g. exact)")

@@ -1,0 +1,197 @@
+"""Evaluate an MLLM as an image classifier (EMT): prompt, predict (generate + judge, or rank), record, score.
+
+Each judged sample is appended to samples.jsonl as soon as it is known; a rerun on the same folder skips the
+samples already there, so an interrupted evaluation resumes and ends with the same metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from ..data import ImageDataset, Sample, load_dataset
+from ..errors import BadSampleError, ConfigError
+from ..models.loading import LoadedModel, load_model
+from ..runs import RunDir
+from .config import EvalConfig, ModelConfig
+from .generation import GenerationRequest, generate_answers
+from .judges.base import JUDGES, JudgeItem
+from .judges.exact import ExactJudge
+from .metrics import ClassificationMetrics, classification_metrics
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, int, int], None]  # (dataset, done, total)
+
+
+@dataclass
+class DatasetResult:
+    dataset: str
+    metrics: ClassificationMetrics
+    by_judge: dict[str, ClassificationMetrics] = field(default_factory=dict)
+    judge_agreement: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class EvalResult:
+    results: dict[str, DatasetResult]
+    run_dir: str | None = None
+
+    def accuracy(self, dataset: str) -> float:
+        return self.results[dataset].metrics.accuracy
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "datasets": {
+                name: {
+                    **r.metrics.to_dict(),
+                    "by_judge": {j: m.to_dict() for j, m in r.by_judge.items()},
+                    "judge_agreement": r.judge_agreement,
+                    "seconds": r.seconds,
+                }
+                for name, r in self.results.items()
+            }
+        }
+
+
+def make_load_model(cfg: ModelConfig) -> LoadedModel:
+    return load_model(cfg.name, dtype=cfg.dtype, device=cfg.device, device_map=cfg.device_map,
+                      attn_implementation=cfg.attn_implementation, adapter=cfg.adapter,
+                      trust_remote_code=cfg.trust_remote_code)
+
+
+def select_samples(ds: ImageDataset, split: str, limit: int | None) -> list[Sample]:
+    samples = ds.split(split)
+    return samples[:limit] if limit else samples
+
+
+def evaluate(
+    cfg: EvalConfig,
+    *,
+    lm: LoadedModel | None = None,
+    run: RunDir | None = None,
+    progress: ProgressFn | None = None,
+    tag: dict[str, Any] | None = None,
+) -> EvalResult:
+    """Evaluate ``cfg.datasets``; records go to ``run`` (resumable). ``tag`` is added to every record
+    (a study puts its epoch / method there) and selects the records this call resumes from."""
+    lm = lm or make_load_model(cfg.model)
+    judges = [JUDGES.get(name)() for name in cfg.judges]
+    tag = tag or {}
+    existing = [r for r in (run.samples() if run else []) if all(r.get(k) == v for k, v in tag.items())]
+    appender = run.appender() if run else None
+    leak_sets = {name: load_dataset(name) for name in cfg.leak_labels}
+    results: dict[str, DatasetResult] = {}
+    try:
+        for ds_name in cfg.datasets:
+            t0 = time.perf_counter()
+            ds = load_dataset(ds_name)
+            samples = select_samples(ds, cfg.split, cfg.limit)
+            done = {r["id"]: r for r in existing if r["dataset"] == ds_name}
+            todo = [s for s in samples if s.id not in done]
+            records = [done[s.id] for s in samples if s.id in done]
+            if progress:
+                progress(ds_name, len(records), len(samples))
+            new = _predict_and_judge(cfg, lm, ds, todo, judges, leak_sets, appender, tag,
+                                     lambda k: progress(ds_name, k, len(samples)) if progress else None,
+                                     start=len(records))
+            records.extend(new)
+            results[ds_name] = score_records(ds, records, cfg.judges, list(leak_sets))
+            results[ds_name].seconds = time.perf_counter() - t0
+    finally:
+        if appender:
+            appender.close()
+    return EvalResult(results, str(run.path) if run else None)
+
+
+def _predict_and_judge(cfg, lm, ds, todo, judges, leak_sets, appender, tag, on_progress, start: int) -> list[dict]:
+    records: list[dict] = []
+    exact = ExactJudge()
+    done = start
+    for chunk_start in range(0, len(todo), cfg.batch_size * 4):
+        chunk = todo[chunk_start : chunk_start + cfg.batch_size * 4]
+        loaded: list[tuple[Sample, Any]] = []
+        for s in chunk:
+            try:
+                loaded.append((s, s.load_image(ds.name) if s.image is not None else None))
+            except BadSampleError as exc:
+                if not cfg.skip_bad:
+                    raise
+                rec = {**tag, "id": s.id, "dataset": ds.name, "skipped": True, "error": str(exc)}
+                records.append(rec)
+                if appender:
+                    appender.write(rec)
+        if not loaded:
+            continue
+        questions = [ds.question_for(s, cfg.template) for s, _ in loaded]
+        if cfg.mode == "generate":
+            answers = generate_answers(lm, [GenerationRequest(q, im) for q, (_, im) in zip(questions, loaded)],
+                                       batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
+            ranked: list[dict | None] = [None] * len(loaded)
+        else:
+            from .ranking import rank_classes
+
+            ranked = rank_classes(lm, ds, [im for _, im in loaded], questions, batch_size=cfg.batch_size,
+                                  normalise=cfg.rank_normalise)
+            answers = [r["prediction"] for r in ranked]
+        items = [JudgeItem(question=q, answer=a, reference=ds.reference(s), class_names=ds.class_names,
+                           synonyms=ds.synonyms) for q, a, (s, _) in zip(questions, answers, loaded)]
+        verdicts_by_judge = {j.name: j.judge(items) for j in judges}
+        for i, (s, _) in enumerate(loaded):
+            primary = verdicts_by_judge[judges[0].name][i]
+            rec: dict[str, Any] = {
+                **tag, "id": s.id, "dataset": ds.name, "split": cfg.split, "question": questions[i],
+                "answer": answers[i], "reference": items[i].reference, "label": s.label,
+                "prediction": primary.prediction, "correct": primary.correct, "judge": primary.judge,
+                "confident": primary.confident, "mode": cfg.mode,
+                "judgements": {name: v[i].to_dict() for name, v in verdicts_by_judge.items()},
+                "leaks": {name: exact.match(answers[i], other.class_names, other.synonyms)[0] is not None
+                          for name, other in leak_sets.items()},
+            }
+            if s.meta.get("qtype"):
+                rec["qtype"] = s.meta["qtype"]
+            if ranked[i] is not None:
+                rec["rank_of_reference"] = ranked[i]["rank_of_reference"]
+                rec["top_k"] = ranked[i]["top_k"]
+            records.append(rec)
+            if appender:
+                appender.write(rec)
+        done += len(chunk)
+        on_progress(done)
+    return records
+
+
+def score_records(ds: ImageDataset, records: Sequence[dict], judge_names: Sequence[str],
+                  leak_names: Sequence[str]) -> DatasetResult:
+    """Metrics of one dataset from its records (also used by reports reading samples.jsonl)."""
+    kept = [r for r in records if not r.get("skipped")]
+    skipped = len(records) - len(kept)
+    class_names = ds.class_names or sorted({r["reference"] for r in kept})
+    refs = [r["reference"] for r in kept]
+    ranks = [r.get("rank_of_reference") for r in kept] if kept and "rank_of_reference" in kept[0] else None
+    leaks = {name: [bool(r.get("leaks", {}).get(name)) for r in kept] for name in leak_names}
+    by_judge = {}
+    for j in judge_names:
+        verdicts = [r["judgements"][j] for r in kept]
+        by_judge[j] = classification_metrics(refs, [v["prediction"] for v in verdicts],
+                                             [v["correct"] for v in verdicts], class_names, leaks=leaks,
+                                             ranks=ranks, skipped=skipped)
+    primary = by_judge[judge_names[0]]
+    agreement: dict[str, float] = {}
+    for a_i, a in enumerate(judge_names):
+        for b in judge_names[a_i + 1:]:
+            pairs = [(r["judgements"][a]["correct"], r["judgements"][b]["correct"]) for r in kept]
+            pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+            agreement[f"{a}~{b}"] = sum(x == y for x, y in pairs) / len(pairs) if pairs else float("nan")
+    return DatasetResult(ds.name, primary, by_judge if len(judge_names) > 1 else {}, agreement)
+
+
+def check_judges(names: Sequence[str]) -> None:
+    for n in names:
+        if n not in JUDGES:
+            JUDGES.get(n)  # raises with did-you-mean
+    if not names:
+        raise ConfigError("no judge given")

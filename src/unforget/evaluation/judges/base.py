@@ -1,0 +1,74 @@
+"""Judges turn a free-form answer into a verdict. Registered by name; adding one is one new file."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+from ...registry import Registry
+
+JUDGES: Registry[Any] = Registry(
+    "judge",
+    modules=("unforget.evaluation.judges.exact",),
+)
+
+
+@dataclass
+class JudgeItem:
+    """What a judge sees: the question, the model's raw answer, the reference and the label set."""
+
+    question: str
+    answer: str
+    reference: str
+    class_names: Sequence[str] = ()
+    synonyms: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class Verdict:
+    """``prediction``: the class the answer names (None: no class). ``correct`` None means unjudged (a failure,
+    never counted as wrong). ``confident`` False lets a cascade fall through to the next judge."""
+
+    prediction: str | None
+    correct: bool | None
+    confident: bool = True
+    judge: str = ""
+    raw: Any = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"prediction": self.prediction, "correct": self.correct, "confident": self.confident,
+                "judge": self.judge, "raw": self.raw, "error": self.error}
+
+
+class Judge(Protocol):
+    name: str
+
+    def identity(self) -> dict[str, Any]: ...
+
+    def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]: ...
+
+
+_NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+                 "eleven", "twelve"]
+_WORD_TO_DIGIT = {w: str(i) for i, w in enumerate(_NUMBER_WORDS)}
+_ARTICLES = {"a", "an", "the"}
+
+
+def normalise(text: str) -> str:
+    """Lower case, no accents or punctuation, no articles, number words as digits, simple plurals singular."""
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").lower()
+    text = re.sub(r"[^a-z0-9]+", " ", text)
+    words = []
+    for w in text.split():
+        if w in _ARTICLES:
+            continue
+        w = _WORD_TO_DIGIT.get(w, w)
+        if len(w) > 3 and w.endswith("es") and w[:-2].endswith(("ss", "sh", "ch", "x")):
+            w = w[:-2]
+        elif len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
+            w = w[:-1]
+        words.append(w)
+    return " ".join(words)

@@ -1,0 +1,58 @@
+"""The rule judge: normalised matching of the answer against the class names and their synonyms."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+from .base import JUDGES, JudgeItem, Verdict, normalise
+
+
+class ExactJudge:
+    """Finds which label the answer names, also inside a sentence ("The number is seven." -> "7").
+
+    Several different labels named: the one named first wins and the verdict is not confident (a cascade sends
+    it on); none named: prediction None, correct False, not confident."""
+
+    name = "exact"
+    version = "1"
+
+    def identity(self) -> dict[str, Any]:
+        return {"judge": self.name, "version": self.version}
+
+    def match(self, answer: str, labels: Sequence[str], synonyms: dict[str, list[str]]) -> tuple[str | None, bool]:
+        text = f" {normalise(answer)} "
+        hits: list[tuple[int, int, str]] = []  # (position, -length, label)
+        for label in labels:
+            for form in [label, *synonyms.get(label, [])]:
+                norm = normalise(form)
+                if not norm:
+                    continue
+                for m in re.finditer(rf"(?<= ){re.escape(norm)}(?= )", text):
+                    hits.append((m.start(), -len(norm), label))
+        if not hits:
+            return None, False
+        # a longer label covering the same span wins ("red star" over "star")
+        hits.sort()
+        kept: list[tuple[int, int, str]] = []
+        for pos, neg_len, label in sorted(hits, key=lambda h: (h[1], h[0])):
+            end = pos - neg_len
+            if all(end <= p or pos >= p - nl for p, nl, _ in kept):
+                kept.append((pos, neg_len, label))
+        kept.sort()
+        labels_named = {label for _, _, label in kept}
+        return kept[0][2], len(labels_named) == 1
+
+    def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
+        out = []
+        for it in items:
+            labels = list(it.class_names) or [it.reference]
+            if it.reference not in labels:
+                labels.append(it.reference)
+            pred, confident = self.match(it.answer, labels, it.synonyms)
+            out.append(Verdict(prediction=pred, correct=pred == it.reference, confident=confident,
+                               judge=self.name, raw=pred))
+        return out
+
+
+JUDGES.register("exact", ExactJudge, description="normalised label / synonym matching (also inside a sentence)")

@@ -1,0 +1,50 @@
+"""The metrics document of an eval run and its console table."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from typing import Any
+
+from ..config import to_dict
+from .evaluator import EvalResult
+
+
+def run_info() -> dict[str, Any]:
+    """Versions, machine and git sha, as in peft's method_comparison results."""
+    import torch
+    import transformers
+
+    from .. import __version__
+
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=False).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        sha = None
+    return {
+        "unforget": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+        "python": platform.python_version(), "machine": platform.machine(), "processor": platform.processor(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "threads": torch.get_num_threads(), "git_sha": sha,
+    }
+
+
+def eval_metrics_document(cfg: Any, result: EvalResult) -> dict[str, Any]:
+    return {"run_info": run_info(), "config": to_dict(cfg), **result.to_dict()}
+
+
+def print_eval_table(con: Any, result: EvalResult) -> None:
+    from rich.table import Table
+
+    table = Table(title="accuracy (95% Wilson interval)", title_justify="left")
+    for col in ("dataset", "n", "accuracy", "interval", "no-class", "top-1 share", "unjudged", "skipped"):
+        table.add_column(col)
+    for name, r in result.results.items():
+        m = r.metrics
+        table.add_row(name, str(m.n), f"{m.accuracy:.3f}", f"[{m.accuracy_low:.3f}, {m.accuracy_high:.3f}]",
+                      f"{m.no_class_rate:.3f}", f"{m.top1_share:.3f}", str(m.unjudged), str(m.skipped))
+    con.print(table)
+    for name, r in result.results.items():
+        if r.judge_agreement:
+            con.print(f"{name}: judge agreement " + ", ".join(f"{k} {v:.3f}" for k, v in r.judge_agreement.items()))
