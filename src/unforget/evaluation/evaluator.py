@@ -134,7 +134,8 @@ def _predict_and_judge(cfg, lm, ds, todo, judges, leak_sets, appender, tag, on_p
         else:
             from .ranking import rank_classes
 
-            ranked = rank_classes(lm, ds, [im for _, im in loaded], questions, batch_size=cfg.batch_size,
+            ranked = rank_classes(lm, ds.class_names, [im for _, im in loaded], questions,
+                                  [ds.reference(s) for s, _ in loaded], batch_size=cfg.batch_size,
                                   normalise=cfg.rank_normalise)
             answers = [r["prediction"] for r in ranked]
         items = [JudgeItem(question=q, answer=a, reference=ds.reference(s), class_names=ds.class_names,

@@ -1,0 +1,203 @@
+"""Rank mode: score every class name's log-likelihood given image + prompt, judge-free and deterministic.
+
+The image+prompt prefix is run once per image (batched) and its KV cache is shared by all candidates: the candidate
+token sequences are merged into a trie and its nodes are packed into ONE extra sequence per image, with a tree
+attention mask (each node sees the prefix and its own ancestors) and positions that restart after the prefix. The
+prefix cache is never copied K times, and candidates sharing leading tokens ("red star", "red circle") share work,
+so the cost per image is one prefix forward plus one token per trie node, not K full forwards.
+
+Families whose positions are not plain 1-D (Qwen2-VL's M-RoPE) or whose forward does not take a 4-D mask use the
+batched fallback: one forward per (image, candidate), candidates batched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..models.loading import LoadedModel
+from ..models.prompting import build_prompt, encode_batch
+
+TREE_FAMILIES = {"llava", "llava_next", "llava_onevision", "vipllava"}
+
+
+@dataclass
+class CandidateTrie:
+    """Trie over candidate token sequences. Node i (0-based) has ``token[i]``, ``parent[i]`` (-1 = the prefix) and
+    ``depth[i]`` (1 = first answer token). ``paths[k]`` lists the nodes of candidate k in order."""
+
+    token: list[int]
+    parent: list[int]
+    depth: list[int]
+    paths: list[list[int]]
+
+    @classmethod
+    def build(cls, sequences: Sequence[Sequence[int]]) -> "CandidateTrie":
+        token: list[int] = []
+        parent: list[int] = []
+        depth: list[int] = []
+        children: dict[tuple[int, int], int] = {}
+        paths = []
+        for seq in sequences:
+            node, path = -1, []
+            for d, tok in enumerate(seq):
+                key = (node, int(tok))
+                if key not in children:
+                    children[key] = len(token)
+                    token.append(int(tok))
+                    parent.append(node)
+                    depth.append(d + 1)
+                node = children[key]
+                path.append(node)
+            paths.append(path)
+        return cls(token, parent, depth, paths)
+
+    def fed_nodes(self) -> list[int]:
+        """Nodes whose output is needed: those with children (a node's token is scored at its parent's output)."""
+        has_child = sorted({p for p in self.parent if p >= 0})
+        return has_child
+
+    def ancestor_mask(self, nodes: Sequence[int]) -> torch.Tensor:
+        """(M, M) bool: fed node a may attend to fed node b when b is a itself or an ancestor of a."""
+        index = {n: i for i, n in enumerate(nodes)}
+        mask = torch.zeros(len(nodes), len(nodes), dtype=torch.bool)
+        for i, n in enumerate(nodes):
+            cur = n
+            while cur >= 0:
+                mask[i, index[cur]] = True
+                cur = self.parent[cur]
+        return mask
+
+
+def candidate_token_ids(lm: LoadedModel, candidates: Sequence[str], with_end: bool = True) -> list[list[int]]:
+    """The tokens the model would emit for each candidate answer (and its end-of-turn token)."""
+    tok = lm.tokenizer
+    end = tok.eos_token if (with_end and tok.eos_token) else ""
+    return [tok(c + end, add_special_tokens=False)["input_ids"] for c in candidates]
+
+
+def score_candidates(
+    lm: LoadedModel,
+    images: Sequence[Image.Image | None],
+    questions: Sequence[str],
+    candidates: Sequence[str],
+    *,
+    batch_size: int = 16,
+    normalise: str = "sum",
+    with_end: bool = True,
+    method: str = "auto",
+) -> np.ndarray:
+    """(n_images, n_candidates) log-likelihoods (``normalise="mean"``: per token)."""
+    seqs = candidate_token_ids(lm, candidates, with_end)
+    use_tree = method == "tree" or (method == "auto" and lm.family in TREE_FAMILIES)
+    prompts = [build_prompt(lm, q, with_image=im is not None) for q, im in zip(questions, images)]
+    out = np.zeros((len(prompts), len(candidates)), dtype=np.float64)
+    trie = CandidateTrie.build(seqs)
+    for start in range(0, len(prompts), batch_size):
+        sl = slice(start, start + batch_size)
+        if use_tree:
+            out[sl] = _score_tree(lm, list(images[sl]), prompts[sl], trie)
+        else:
+            out[sl] = _score_naive(lm, list(images[sl]), prompts[sl], seqs, batch_size=max(batch_size, 8))
+    if normalise == "mean":
+        out /= np.array([len(s) for s in seqs], dtype=np.float64)[None, :]
+    return out
+
+
+@torch.inference_mode()
+def _score_tree(lm: LoadedModel, images, prompts, trie: CandidateTrie) -> np.ndarray:
+    model = lm.model
+    enc = encode_batch(lm, images, prompts)
+    attn = enc["attention_mask"]
+    positions = (attn.cumsum(-1) - 1).clamp(min=0)
+    prefix = model(**enc, position_ids=positions, use_cache=True, logits_to_keep=1)
+    first = torch.log_softmax(prefix.logits[:, -1].float(), dim=-1)  # (B, V): scores depth-1 tokens
+    B, P = attn.shape
+    nodes = trie.fed_nodes()
+    node_logp: dict[int, torch.Tensor] = {}
+    if nodes:
+        device = attn.device
+        ids = torch.tensor([trie.token[n] for n in nodes], device=device).expand(B, -1)
+        depth = torch.tensor([trie.depth[n] for n in nodes], device=device)
+        lengths = attn.sum(-1)
+        pos = lengths[:, None] + depth[None, :] - 1
+        dtype = next(model.parameters()).dtype
+        neg = torch.finfo(dtype).min
+        M = len(nodes)
+        mask = torch.full((B, 1, M, P + M), neg, dtype=dtype, device=device)
+        mask[:, :, :, :P] = torch.where(attn[:, None, None, :] > 0, 0.0, neg).to(dtype)
+        mask[:, :, :, P:] = torch.where(trie.ancestor_mask(nodes).to(device), 0.0, neg).to(dtype)
+        res = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=prefix.past_key_values,
+                    use_cache=False)
+        logp = torch.log_softmax(res.logits.float(), dim=-1)  # (B, M, V)
+        for i, n in enumerate(nodes):
+            node_logp[n] = logp[:, i]
+    scores = torch.zeros(B, len(trie.paths))
+    for k, path in enumerate(trie.paths):
+        total = torch.zeros(B)
+        for node in path:
+            dist = first if trie.parent[node] < 0 else node_logp[trie.parent[node]]
+            total += dist[:, trie.token[node]].cpu()
+        scores[:, k] = total
+    return scores.numpy()
+
+
+@torch.inference_mode()
+def _score_naive(lm: LoadedModel, images, prompts, seqs: list[list[int]], batch_size: int) -> np.ndarray:
+    """One full forward per (image, candidate), batched over candidates: the plain way, and the fallback."""
+    model = lm.model
+    scores = np.zeros((len(prompts), len(seqs)))
+    tok = lm.tokenizer
+    for i, (im, prompt) in enumerate(zip(images, prompts)):
+        for c0 in range(0, len(seqs), batch_size):
+            chunk = seqs[c0 : c0 + batch_size]
+            texts = [prompt] * len(chunk)
+            enc = encode_batch(lm, [im] * len(chunk), texts, padding_side="right")
+            plen = enc["attention_mask"].sum(-1)
+            longest = int(plen.max()) + max(len(s) for s in chunk)
+            n = len(chunk)
+            ids = torch.full((n, longest), tok.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((n, longest), dtype=torch.long)
+            for j, s in enumerate(chunk):
+                L = int(plen[j])
+                ids[j, :L] = enc["input_ids"][j, :L]
+                ids[j, L : L + len(s)] = torch.tensor(s)
+                mask[j, : L + len(s)] = 1
+            extra = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
+            logits = model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), **extra).logits
+            logp = torch.log_softmax(logits.float(), dim=-1).cpu()
+            for j, s in enumerate(chunk):
+                L = int(plen[j])
+                positions = torch.arange(L - 1, L - 1 + len(s))
+                scores[i, c0 + j] = logp[j, positions, torch.tensor(s)].sum().item()
+    return scores
+
+
+def rank_classes(
+    lm: LoadedModel,
+    class_names: Sequence[str],
+    images: Sequence[Image.Image | None],
+    questions: Sequence[str],
+    references: Sequence[str],
+    *,
+    batch_size: int = 16,
+    normalise: str = "sum",
+    top_k: int = 5,
+) -> list[dict]:
+    """Per sample: the predicted class, the 0-based rank of the reference, and the top-k classes with scores."""
+    scores = score_candidates(lm, images, questions, class_names, batch_size=batch_size, normalise=normalise)
+    out = []
+    names = list(class_names)
+    for row, ref in zip(scores, references):
+        order = np.argsort(-row, kind="stable")
+        rank = int(np.nonzero(order == names.index(ref))[0][0]) if ref in names else None
+        out.append({
+            "prediction": names[order[0]],
+            "rank_of_reference": rank,
+            "top_k": [[names[j], round(float(row[j]), 4)] for j in order[:top_k]],
+        })
+    return out
