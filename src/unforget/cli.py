@@ -153,6 +153,8 @@ def add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--leak-labels", dest="leak_labels", help="datasets whose labels count as hallucinations")
     p.add_argument("--skip-bad", dest="skip_bad", action="store_true", default=None,
                    help="record unreadable samples as skipped and go on")
+    p.add_argument("--baselines", help="vision-encoder baselines beside the MLLM: zero-shot,linear-probe")
+    p.add_argument("--encoder", help="CLIP model folder for the zero-shot baseline (default: the model's own)")
     p.add_argument("--out", help="run folder (default runs/eval/<model>-<timestamp>); an existing one resumes")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. batch_size=8 model.dtype=bfloat16")
 
@@ -164,10 +166,10 @@ def run_eval(args: argparse.Namespace) -> int:
     from .runs import RunDir
 
     base: dict[str, Any] = {}
-    for key in ("split", "mode", "limit", "batch_size", "max_new_tokens", "template", "skip_bad", "out"):
+    for key in ("split", "mode", "limit", "batch_size", "max_new_tokens", "template", "skip_bad", "out", "encoder"):
         if getattr(args, key) is not None:
             base[key] = getattr(args, key)
-    for key in ("datasets", "judges", "leak_labels"):
+    for key in ("datasets", "judges", "leak_labels", "baselines"):
         if getattr(args, key):
             base[key] = _split(getattr(args, key))
     if model_overrides(args):

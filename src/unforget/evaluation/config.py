@@ -37,6 +37,9 @@ class EvalConfig:
     rank_normalise: Literal["sum", "mean"] = "sum"  # rank mode: sum or length-normalised log-likelihood
     leak_labels: list[str] = field(default_factory=list)  # datasets whose labels count as hallucinated answers
     skip_bad: bool = False  # record unreadable samples as skipped instead of stopping
+    baselines: list[str] = field(default_factory=list)  # vision-encoder baselines: zero-shot, linear-probe
+    encoder: str | None = None  # CLIP folder for zero-shot (default: <model>/encoder when shipped)
+    probe_train_limit: int = 2000  # train samples for the linear probe
     seed: int = 0
     out: str | None = None  # run folder; None: runs/eval/<model>-<time>
 
@@ -47,5 +50,8 @@ class EvalConfig:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be >= 1, got {self.limit}")
+        bad = set(self.baselines) - {"zero-shot", "linear-probe"}
+        if bad:
+            raise ConfigError(f"unknown baseline(s) {sorted(bad)}; use zero-shot and/or linear-probe")
         if not self.judges:
             raise ConfigError("judges must name at least one judge (e.g. exact)")

@@ -32,6 +32,7 @@ class DatasetResult:
     metrics: ClassificationMetrics
     by_judge: dict[str, ClassificationMetrics] = field(default_factory=dict)
     judge_agreement: dict[str, float] = field(default_factory=dict)
+    baselines: dict[str, Any] = field(default_factory=dict)  # "zero-shot" / "linear-probe" -> BaselineResult
     seconds: float = 0.0
 
 
@@ -50,6 +51,7 @@ class EvalResult:
                     **r.metrics.to_dict(),
                     "by_judge": {j: m.to_dict() for j, m in r.by_judge.items()},
                     "judge_agreement": r.judge_agreement,
+                    "baselines": {k: b.to_dict() for k, b in r.baselines.items()},
                     "seconds": r.seconds,
                 }
                 for name, r in self.results.items()
@@ -100,6 +102,8 @@ def evaluate(
                                      start=len(records))
             records.extend(new)
             results[ds_name] = score_records(ds, records, cfg.judges, list(leak_sets))
+            if ds.task == "classification":
+                results[ds_name].baselines = encoder_baselines(cfg, lm, ds)
             results[ds_name].seconds = time.perf_counter() - t0
     finally:
         if appender:
@@ -188,6 +192,24 @@ def score_records(ds: ImageDataset, records: Sequence[dict], judge_names: Sequen
             pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
             agreement[f"{a}~{b}"] = sum(x == y for x, y in pairs) / len(pairs) if pairs else float("nan")
     return DatasetResult(ds.name, primary, by_judge if len(judge_names) > 1 else {}, agreement)
+
+
+def encoder_baselines(cfg: EvalConfig, lm: LoadedModel, ds: ImageDataset) -> dict[str, Any]:
+    """EMT's comparison: the MLLM's own vision encoder as a zero-shot and a linear-probe classifier."""
+    from .encoder import find_encoder, linear_probe_accuracy, zero_shot_accuracy
+
+    out: dict[str, Any] = {}
+    if "zero-shot" in cfg.baselines:
+        encoder = find_encoder(lm, cfg.encoder)
+        if encoder is None:
+            log.warning("no CLIP text side for %s: zero-shot baseline skipped (pass --encoder CLIP_FOLDER)", lm.source)
+        else:
+            out["zero-shot"] = zero_shot_accuracy(encoder, ds, cfg.split, cfg.limit, skip_bad=cfg.skip_bad)
+    if "linear-probe" in cfg.baselines:
+        out["linear-probe"] = linear_probe_accuracy(lm, ds, split=cfg.split, limit=cfg.limit,
+                                                    train_limit=cfg.probe_train_limit, seed=cfg.seed,
+                                                    skip_bad=cfg.skip_bad)
+    return out
 
 
 def check_judges(names: Sequence[str]) -> None:

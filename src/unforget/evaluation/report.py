@@ -38,11 +38,14 @@ def print_eval_table(con: Any, result: EvalResult) -> None:
     from rich.table import Table
 
     table = Table(title="accuracy (95% Wilson interval)", title_justify="left")
-    for col in ("dataset", "n", "accuracy", "interval", "no-class", "top-1 share", "unjudged", "skipped"):
+    kinds = sorted({k for r in result.results.values() for k in r.baselines})
+    for col in ("dataset", "n", "MLLM accuracy", "interval", *kinds, "no-class", "top-1 share", "unjudged", "skipped"):
         table.add_column(col)
     for name, r in result.results.items():
         m = r.metrics
-        table.add_row(name, str(m.n), f"{m.accuracy:.3f}", f"[{m.accuracy_low:.3f}, {m.accuracy_high:.3f}]",
+        base = [f"{r.baselines[k].accuracy:.3f} [{r.baselines[k].accuracy_low:.2f}, {r.baselines[k].accuracy_high:.2f}]"
+                if k in r.baselines else "-" for k in kinds]
+        table.add_row(name, str(m.n), f"{m.accuracy:.3f}", f"[{m.accuracy_low:.3f}, {m.accuracy_high:.3f}]", *base,
                       f"{m.no_class_rate:.3f}", f"{m.top1_share:.3f}", str(m.unjudged), str(m.skipped))
     con.print(table)
     for name, r in result.results.items():

@@ -11,7 +11,8 @@ from ...registry import Registry
 
 JUDGES: Registry[Any] = Registry(
     "judge",
-    modules=("unforget.evaluation.judges.exact",),
+    modules=("unforget.evaluation.judges.exact", "unforget.evaluation.judges.embedding",
+             "unforget.evaluation.judges.llm", "unforget.evaluation.judges.cascade"),
 )
 
 

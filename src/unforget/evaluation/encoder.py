@@ -1,0 +1,157 @@
+"""The MLLM's own vision encoder as a classifier (EMT compares the two).
+
+* zero-shot: a CLIP model (the encoder folder shipped beside a model, e.g. ``tiny-llava/encoder``, or any CLIPModel
+  folder given with ``--encoder``) scores images against class-name prompts; the classifier is built once from
+  class names x templates, batched, as open_clip's ``build_zero_shot_classifier`` does.
+* linear probe: logistic regression (scikit-learn) on the frozen vision-tower features of the train split, scored
+  on the test split. Works for any model that exposes its vision tower.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..data import ImageDataset, Sample
+from ..errors import BadSampleError, ModelLoadError
+from ..models.loading import LoadedModel
+from ..stats import wilson_interval
+
+log = logging.getLogger(__name__)
+
+# open_clip's short ensemble, plus the bare name; datasets may bring their own (``clip_templates`` in their YAML).
+DEFAULT_TEMPLATES = ("a photo of a {}.", "an image of {}.", "a picture of the {}.", "{}")
+
+
+@dataclass
+class BaselineResult:
+    kind: str  # "zero-shot" | "linear-probe"
+    dataset: str
+    n: int
+    accuracy: float
+    accuracy_low: float
+    accuracy_high: float
+    n_train: int = 0
+    encoder: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _load_images(samples: Sequence[Sample], ds_name: str, skip_bad: bool) -> tuple[list, list[int]]:
+    images, labels = [], []
+    for s in samples:
+        try:
+            images.append(s.load_image(ds_name))
+            labels.append(s.label)
+        except BadSampleError:
+            if not skip_bad:
+                raise
+    return images, labels
+
+
+def find_encoder(lm: LoadedModel | None, explicit: str | None) -> str | None:
+    """The CLIP folder for zero-shot: ``explicit``, else ``<model folder>/encoder`` when the model ships one."""
+    if explicit:
+        return explicit
+    if lm is not None:
+        cand = Path(lm.source) / "encoder"
+        if (cand / "config.json").is_file():
+            return str(cand)
+    return None
+
+
+class ZeroShotClassifier:
+    """A CLIPModel folder as a zero-shot classifier."""
+
+    def __init__(self, folder: str, device: str = "cpu"):
+        from transformers import AutoProcessor, CLIPModel
+
+        try:
+            self.model = CLIPModel.from_pretrained(folder, use_safetensors=True).to(device).eval()
+            self.processor = AutoProcessor.from_pretrained(folder)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{folder}: cannot load a CLIP model for zero-shot ({exc})") from exc
+        self.folder = folder
+        self.device = device
+
+    @torch.inference_mode()
+    def class_embeddings(self, class_names: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+        texts = [t.format(c) for c in class_names for t in templates]
+        tok = self.processor.tokenizer(texts, padding=True, return_tensors="pt").to(self.device)
+        emb = self.model.get_text_features(**tok)
+        emb = getattr(emb, "pooler_output", emb)
+        emb = torch.nn.functional.normalize(emb, dim=-1).view(len(class_names), len(templates), -1).mean(1)
+        return torch.nn.functional.normalize(emb, dim=-1)
+
+    @torch.inference_mode()
+    def image_embeddings(self, images: Sequence[Any], batch_size: int = 64) -> torch.Tensor:
+        out = []
+        for i in range(0, len(images), batch_size):
+            pix = self.processor.image_processor(images[i : i + batch_size], return_tensors="pt")["pixel_values"]
+            emb = self.model.get_image_features(pixel_values=pix.to(self.device))
+            out.append(torch.nn.functional.normalize(getattr(emb, "pooler_output", emb), dim=-1))
+        return torch.cat(out)
+
+    def predict(self, images: Sequence[Any], class_names: Sequence[str], templates: Sequence[str]) -> np.ndarray:
+        weights = self.class_embeddings(class_names, templates)
+        return (self.image_embeddings(images) @ weights.T).argmax(-1).cpu().numpy()
+
+
+def zero_shot_accuracy(encoder: str, ds: ImageDataset, split: str = "test", limit: int | None = None,
+                       templates: Sequence[str] | None = None, skip_bad: bool = False) -> BaselineResult:
+    samples = ds.split(split)[:limit] if limit else ds.split(split)
+    images, labels = _load_images(samples, ds.name, skip_bad)
+    clf = ZeroShotClassifier(encoder)
+    tpl = templates or getattr(ds, "clip_templates", None) or DEFAULT_TEMPLATES
+    pred = clf.predict(images, ds.class_names, tpl)
+    hits = int((pred == np.array(labels)).sum())
+    est = wilson_interval(hits, len(labels))
+    return BaselineResult("zero-shot", ds.name, len(labels), est.value, est.low, est.high, encoder=encoder)
+
+
+@torch.inference_mode()
+def vision_features(lm: LoadedModel, images: Sequence[Any], batch_size: int = 64) -> np.ndarray:
+    """Frozen features of the MLLM's vision tower at the layer the model feeds its projector (mean over patches)."""
+    model = lm.model
+    inner = getattr(model, "model", model)
+    tower = getattr(inner, "vision_tower", None) or getattr(model, "vision_tower", None)
+    if tower is None:
+        raise ModelLoadError(f"{lm.source}: the model exposes no vision_tower; the linear probe needs one")
+    layer = getattr(model.config, "vision_feature_layer", -1)
+    layer = layer[-1] if isinstance(layer, (list, tuple)) else layer
+    proc = getattr(lm.processor, "image_processor", lm.processor)
+    feats = []
+    for i in range(0, len(images), batch_size):
+        pix = proc(images[i : i + batch_size], return_tensors="pt")["pixel_values"].to(lm.device, model.dtype)
+        hidden = tower(pix, output_hidden_states=True).hidden_states[layer]
+        feats.append(hidden[:, 1:].mean(1).float().cpu() if hidden.shape[1] > 1 else hidden[:, 0].float().cpu())
+    return torch.cat(feats).numpy()
+
+
+def linear_probe_accuracy(lm: LoadedModel, ds: ImageDataset, *, train_split: str = "train", split: str = "test",
+                          train_limit: int | None = 2000, limit: int | None = None, seed: int = 0,
+                          skip_bad: bool = False) -> BaselineResult:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    train = ds.split(train_split)
+    if train_limit and len(train) > train_limit:
+        idx = np.random.default_rng(seed).choice(len(train), train_limit, replace=False)
+        train = [train[i] for i in sorted(idx)]
+    test = ds.split(split)[:limit] if limit else ds.split(split)
+    x_tr_img, y_tr = _load_images(train, ds.name, skip_bad)
+    x_te_img, y_te = _load_images(test, ds.name, skip_bad)
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
+    clf.fit(vision_features(lm, x_tr_img), y_tr)
+    pred = clf.predict(vision_features(lm, x_te_img))
+    hits = int((pred == np.array(y_te)).sum())
+    est = wilson_interval(hits, len(y_te))
+    return BaselineResult("linear-probe", ds.name, len(y_te), est.value, est.low, est.high, n_train=len(y_tr),
+                          encoder=lm.source)
