@@ -121,7 +121,8 @@ def test_unknown_dataset_and_model_errors(random_llava_dir, tmp_path, capsys):
     assert "download it where there is network" in " ".join(capsys.readouterr().out.lower().split())
 
 
-def test_ls_lists_everything(capsys):
+def test_ls_lists_everything(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # rich would otherwise truncate names in narrow captured output
     assert run_cli("ls") == 0
     out = capsys.readouterr().out
     for word in ("tiny-llava", "digits", "colour-shapes", "imagefolder", "exact"):
