@@ -1,0 +1,38 @@
+"""`unforget study NAME --config FILE`: run a whole experiment to its run folder and report."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from ..cli import ProgressTracker, console, progress_bar, register_verb
+
+
+def add_study(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="emt | 2x2 | continual | tailor | survey (`unforget ls studies`)")
+    p.add_argument("-c", "--config", help="study YAML (e.g. emt/quickstart; `unforget config list`)")
+    p.add_argument("--out", help="run folder (default runs/<study>/<name>); an existing one resumes")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=2 eval.limit=50")
+
+
+def run_study(args: argparse.Namespace) -> int:
+    from ..config import load_config
+    from .base import STUDIES
+
+    study = STUDIES.get(args.name)
+    base = {"out": args.out} if args.out else None
+    cfg = load_config(study.config_class, args.config, args.overrides, base=base)
+    con = console()
+    con.print(f"[bold]unforget study {args.name}[/] {args.config or ''}")
+    t0 = time.perf_counter()
+    with progress_bar() as prog:
+        out = study.run(cfg, progress=ProgressTracker(prog))
+    con.print(f"study finished in {time.perf_counter() - t0:.0f} s: {out}")
+    for name in ("report.html", "report.md"):
+        if (out / name).exists():
+            con.print(f"  {out / name}")
+    return 0
+
+
+register_verb("study", "run a whole study (emt, 2x2, continual, tailor, survey) to a run folder and report",
+              add_study, run_study)

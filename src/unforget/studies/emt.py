@@ -1,0 +1,208 @@
+"""The EMT study (arXiv 2309.10313): fine-tune on one dataset, evaluate every dataset after every epoch.
+
+Run folder (``runs/emt/<name>/``)::
+
+    config.yaml                  the resolved study config
+    base/                        the base model: samples.jsonl (epoch 0), metrics.json (with encoder baselines)
+    <method>[-s<seed>]/          one fine-tuning run per method (and seed)
+        train/                   the fine-tuning run folder (checkpoints, train_log.jsonl)
+        samples.jsonl            every judged sample, tagged with its epoch
+        alignment.jsonl          visual-text alignment per epoch and dataset
+        metrics.json             per-epoch metrics of every dataset
+        DONE
+    metrics.json, report.html, report.md, plots/   the summary, built from the folders above only
+
+Every step resumes: a finished base evaluation or method run is not redone; an interrupted fine-tuning run
+continues from its last checkpoint; an interrupted evaluation continues from its last sample.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import to_dict
+from ..data import load_dataset
+from ..errors import ConfigError
+from ..evaluation.config import EvalConfig, ModelConfig
+from ..evaluation.evaluator import evaluate, make_load_model
+from ..models.loading import LoadedModel
+from ..runs import RunDir, atomic_write_json, read_jsonl
+from .base import STUDIES, Study
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass
+class MethodRun:
+    """One fine-tuning arm of the study. ``name`` labels it in the report (e.g. "lora-r8")."""
+
+    name: str
+    method: str
+    options: dict[str, Any] = field(default_factory=dict)
+    lr: float | None = None  # None: the method's default
+    epochs: int | None = None  # None: train.epochs
+
+
+@dataclass
+class TrainSettings:
+    dataset: str = "digits"  # the fine-tuning set
+    split: str = "train"
+    limit: int | None = None
+    classes: list[int] | None = None  # class-subset fine-tuning (EMT's minority-collapse analysis)
+    template: str = "round-robin"
+    epochs: int = 3
+    batch_size: int = 16
+    grad_accum: int = 1
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    mixed_precision: str = "auto"
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class EmtConfig:
+    name: str = "emt"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    methods: list[MethodRun] = field(default_factory=lambda: [MethodRun("projector", "projector"),
+                                                              MethodRun("lora", "lora")])
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    alignment_limit: int = 64  # images per classification set for the alignment analysis (0: off)
+    tensorboard: bool = False  # loss and per-dataset accuracy to <run>/tb (needs the tensorboard package)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    alpha: float = 0.05  # significance level of the report's claim checks
+    out: str | None = None  # default runs/emt/<name>
+
+    def validate(self) -> None:
+        if not self.methods:
+            raise ConfigError("an EMT study needs at least one method under `methods:`")
+        names = [m.name for m in self.methods]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"method names must be unique, got {names}")
+        if not self.seeds:
+            raise ConfigError("seeds must list at least one seed")
+
+
+def arm_folder(run: Path, method: MethodRun, seed: int, seeds: list[int]) -> Path:
+    return run / (method.name if len(seeds) == 1 else f"{method.name}-s{seed}")
+
+
+def eval_config(cfg: EmtConfig) -> EvalConfig:
+    """The evaluation every epoch runs: the study's eval settings, the fine-tuning set's labels as leaks."""
+    leak = list(dict.fromkeys([*cfg.eval.leak_labels, cfg.train.dataset]))
+    return replace(cfg.eval, model=cfg.model, leak_labels=leak)
+
+
+def run_emt(cfg: EmtConfig, progress: ProgressFn | None = None) -> Path:
+    out = Path(cfg.out or Path("runs") / "emt" / cfg.name)
+    root = RunDir(out)
+    root.write_config(cfg)
+    ev = eval_config(cfg)
+    lm = make_load_model(cfg.model)
+
+    base_run = RunDir(out / "base")
+    if not base_run.is_done():
+        log.info("evaluating the base model on %s", ", ".join(ev.datasets))
+        result = evaluate(ev, lm=lm, run=base_run, progress=_prefixed(progress, "base"), tag={"epoch": 0})
+        base_run.write_metrics({"epoch": 0, **result.to_dict()})
+        _write_alignment(lm, cfg, base_run, 0)
+        base_run.mark_done()
+
+    for seed in cfg.seeds:
+        for arm in cfg.methods:
+            folder = arm_folder(out, arm, seed, cfg.seeds)
+            sub = RunDir(folder)
+            if sub.is_done():
+                log.info("%s: done, skipped", folder.name)
+                continue
+            _run_arm(cfg, arm, seed, sub, ev, progress)
+            sub.mark_done()
+
+    from ..reports.emt import write_emt_report
+
+    write_emt_report(out)
+    return out
+
+
+def _run_arm(cfg: EmtConfig, arm: MethodRun, seed: int, sub: RunDir, ev: EvalConfig,
+             progress: ProgressFn | None) -> None:
+    from ..training.config import FinetuneConfig, TrainDataConfig
+    from ..training.trainer import finetune
+
+    t = cfg.train
+    ft = FinetuneConfig(
+        model=cfg.model,
+        data=TrainDataConfig(datasets=[t.dataset], split=t.split, limit=t.limit, template=t.template,
+                             classes=t.classes),
+        method=arm.method, method_options=dict(arm.options), lr=arm.lr, epochs=arm.epochs or t.epochs,
+        batch_size=t.batch_size, grad_accum=t.grad_accum, warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
+        seed=seed, mixed_precision=t.mixed_precision, gradient_checkpointing=t.gradient_checkpointing,
+        out=str(sub.path / "train"),
+    )
+    writer = _tensorboard(cfg, sub)
+    per_epoch: dict[str, Any] = (sub.read_metrics() or {}).get("epochs", {})
+
+    def on_epoch_end(epoch: int, lm: LoadedModel) -> None:
+        result = evaluate(ev, lm=lm, run=sub, progress=_prefixed(progress, f"{sub.path.name} epoch {epoch}"),
+                          tag={"epoch": epoch, "seed": seed})
+        per_epoch[str(epoch)] = result.to_dict()
+        _write_alignment(lm, cfg, sub, epoch)
+        atomic_write_json(sub.metrics_path, {"method": arm.method, "name": arm.name, "seed": seed,
+                                             "epochs": per_epoch})
+        if writer is not None:
+            for name, r in result.results.items():
+                writer.add_scalar(f"accuracy/{name}", r.metrics.accuracy, epoch)
+            writer.flush()
+
+    # the model is loaded afresh for every arm: fine-tuning changes it in place
+    result = finetune(ft, on_epoch_end=on_epoch_end, progress=_prefixed(progress, f"{sub.path.name} train"))
+    atomic_write_json(sub.file("train_result.json"), result.to_dict())
+    if writer is not None:
+        for step, loss in enumerate(result.losses, 1):
+            writer.add_scalar("train/loss", loss, step)
+        writer.close()
+
+
+def _write_alignment(lm: LoadedModel, cfg: EmtConfig, run: RunDir, epoch: int) -> None:
+    if cfg.alignment_limit <= 0 or lm.family not in ("llava", "llava_next", "llava_onevision"):
+        return
+    from ..evaluation.alignment import visual_text_alignment
+
+    done = {(r["epoch"], r["dataset"]) for r in read_jsonl(run.file("alignment.jsonl"))}
+    with run.appender("alignment.jsonl") as app:
+        for name in cfg.eval.datasets:
+            ds = load_dataset(name)
+            if ds.task != "classification" or (epoch, ds.name) in done:
+                continue
+            samples = ds.split(cfg.eval.split)[: cfg.alignment_limit]
+            res = visual_text_alignment(lm, ds.name, [s.load_image(ds.name) for s in samples],
+                                        [s.label for s in samples], ds.class_names)
+            app.write({"epoch": epoch, **res.to_dict()})
+
+
+def _tensorboard(cfg: EmtConfig, sub: RunDir) -> Any:
+    if not cfg.tensorboard:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        raise ConfigError("tensorboard: true needs the tensorboard package (pip install tensorboard)") from exc
+    return SummaryWriter(str(sub.path / "tb"))
+
+
+def _prefixed(progress: ProgressFn | None, prefix: str) -> ProgressFn | None:
+    if progress is None:
+        return None
+    return lambda label, done, total: progress(f"{prefix} {label}" if label != "train" else prefix, done, total)
+
+
+STUDIES.register("emt", Study("emt", EmtConfig, run_emt,
+                              "EMT: fine-tune on one set, evaluate every set after every epoch (forgetting curves)"),
+                 description="EMT: fine-tune on one set, evaluate all sets after every epoch; forgetting curves")
+
+__all__ = ["EmtConfig", "MethodRun", "TrainSettings", "run_emt", "to_dict"]
