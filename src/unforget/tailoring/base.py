@@ -1,0 +1,165 @@
+"""What every tailoring method shares: the registry, the job it receives, the statistics it reports.
+
+A method is one module that defines its options dataclass and a ``run(job, config)`` function and
+registers a :class:`TailoringMethod` under its name (as peft registers tuner types). ``run`` returns one
+:class:`~unforget.tailoring.patch.TensorPatch` per considered tensor it changes; everything else keeps
+the base's values.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+from ..errors import ConfigError
+from ..registry import Registry
+from .calibration import CalibrationStats
+from .checkpoints import Checkpoint
+from .patch import TensorPatch
+
+METHOD_MODULES = (
+    "unforget.tailoring.model_tailor",
+    "unforget.tailoring.magnitude",
+    "unforget.tailoring.average",
+    "unforget.tailoring.task_arithmetic",
+    "unforget.tailoring.ties",
+    "unforget.tailoring.dare",
+)
+
+# The language model's transformer blocks (both the saved ``language_model.model.layers`` and the
+# in-memory ``model.language_model.layers`` naming) and the multimodal projector.
+DEFAULT_MODULES: tuple[str, ...] = (r"language_model\.(?:model\.)?layers\.", r"multi_modal_projector\.")
+
+
+@dataclass
+class StageSeconds:
+    """Wall-clock seconds per stage of a tailoring run."""
+
+    calibrate: float = 0.0
+    score: float = 0.0
+    mask: float = 0.0
+    compensate: float = 0.0
+    merge: float = 0.0
+    write: float = 0.0
+
+    @contextmanager
+    def timing(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            setattr(self, stage, getattr(self, stage) + time.perf_counter() - start)
+
+
+@dataclass
+class TensorStats:
+    """What happened to one considered tensor.
+
+    ``changed``: entries the patch sets (for grafting methods: taken from a fine-tuned model);
+    ``per_task``: entries each task's mask selected; ``overlap``: entries selected by several tasks;
+    ``error_before`` / ``error_after``: per task, the relative layer-output error
+    ``||(W - W_ft) X||^2 / ||W_ft X||^2`` on the calibration inputs without / with compensation
+    (None where the tensor was not compensated).
+    """
+
+    key: str
+    numel: int
+    changed: int = 0
+    per_task: list[int] = field(default_factory=list)
+    overlap: int = 0
+    error_before: list[float | None] = field(default_factory=list)
+    error_after: list[float | None] = field(default_factory=list)
+
+    @property
+    def kept_fraction(self) -> float:
+        return self.changed / self.numel if self.numel else 0.0
+
+
+@dataclass
+class TailorJob:
+    """Inputs of one run: base and fine-tuned checkpoints (under the base's names), the considered keys
+    in a fixed order, and calibration statistics per task when the method asked for them."""
+
+    base: Checkpoint
+    finetuned: list[Checkpoint]
+    keys: list[str]
+    calibration: list[CalibrationStats] | None = None
+    device: Any = "cpu"
+    seconds: StageSeconds = field(default_factory=StageSeconds)
+
+
+@dataclass
+class MethodOutput:
+    tensors: dict[str, TensorPatch]
+    stats: dict[str, TensorStats]
+
+
+@dataclass(frozen=True)
+class CalibrationNeeds:
+    fisher: bool = False
+    first_order: bool = False
+    hessians: bool = False
+
+    @property
+    def any(self) -> bool:
+        return self.fisher or self.first_order or self.hessians
+
+
+@dataclass(frozen=True)
+class TailoringMethod:
+    """A registered method: its options dataclass, what calibration it needs, and how it runs."""
+
+    name: str
+    config_class: type
+    run: Callable[[TailorJob, Any], MethodOutput]
+    needs: Callable[[Any], CalibrationNeeds] = lambda config: CalibrationNeeds()
+
+    def make_config(self, options: dict[str, Any]) -> Any:
+        from dataclasses import fields
+
+        from ..registry import did_you_mean
+
+        known = [f.name for f in fields(self.config_class)]
+        for name in options:
+            if name not in known:
+                raise ConfigError(
+                    f"tailoring method '{self.name}' has no option '{name}'.{did_you_mean(name, known)} "
+                    f"Its options: {', '.join(known)}."
+                )
+        config = self.config_class(**options)
+        validate = getattr(config, "validate", None)
+        if validate is not None:
+            validate()
+        return config
+
+
+TAILORING_METHODS: Registry[TailoringMethod] = Registry("tailoring method", modules=METHOD_MODULES)
+
+
+def considered_keys(
+    checkpoint: Checkpoint, modules: Sequence[str] | None = None, *, matrices_only: bool = True
+) -> list[str]:
+    """Base tensor names that match any of ``modules`` (regular expressions searched in the name; plain
+    substrings work) and, with ``matrices_only``, are 2-D. Sorted, which fixes the tie-breaking order."""
+    patterns = list(DEFAULT_MODULES if modules is None else modules)
+    if isinstance(modules, str):
+        raise ConfigError(f"modules must be a list of name patterns, got the string '{modules}'")
+    try:
+        compiled = [re.compile(p) for p in patterns]
+    except re.error as exc:
+        raise ConfigError(f"module pattern is not a valid regular expression: {exc}") from exc
+    keys = [
+        key
+        for key in checkpoint.keys()
+        if any(p.search(key) for p in compiled) and (not matrices_only or len(checkpoint.info(key).shape) == 2)
+    ]
+    if not keys:
+        examples = ", ".join(sorted(checkpoint.keys())[:4])
+        raise ConfigError(
+            f"no tensor of {checkpoint.source} matches the module patterns {patterns}"
+            f"{' (2-D weights only)' if matrices_only else ''}; its tensors are named like: {examples}"
+        )
+    return sorted(keys)
