@@ -30,6 +30,7 @@ class EvalConfig:
     split: str = "test"
     mode: Literal["generate", "rank"] = "generate"
     judges: list[str] = field(default_factory=lambda: ["exact"])  # the first decides; the others are compared
+    judge_options: dict[str, dict] = field(default_factory=dict)  # judge name -> constructor options
     template: int = 0  # index into the dataset's prompt templates (0 = the EMT-style one)
     limit: int | None = None  # first N samples per dataset (deterministic)
     batch_size: int = 16

@@ -40,6 +40,7 @@ class DatasetResult:
 class EvalResult:
     results: dict[str, DatasetResult]
     run_dir: str | None = None
+    judge_stats: dict[str, Any] = field(default_factory=dict)  # per judge: calls, cache hits, failures, tokens
 
     def accuracy(self, dataset: str) -> float:
         return self.results[dataset].metrics.accuracy
@@ -55,7 +56,8 @@ class EvalResult:
                     "seconds": r.seconds,
                 }
                 for name, r in self.results.items()
-            }
+            },
+            "judge_stats": self.judge_stats,
         }
 
 
@@ -81,7 +83,7 @@ def evaluate(
     """Evaluate ``cfg.datasets``; records go to ``run`` (resumable). ``tag`` is added to every record
     (a study puts its epoch / method there) and selects the records this call resumes from."""
     lm = lm or make_load_model(cfg.model)
-    judges = [JUDGES.get(name)() for name in cfg.judges]
+    judges = [JUDGES.get(name)(**cfg.judge_options.get(name, {})) for name in cfg.judges]
     tag = tag or {}
     existing = [r for r in (run.samples() if run else []) if all(r.get(k) == v for k, v in tag.items())]
     appender = run.appender() if run else None
@@ -108,7 +110,12 @@ def evaluate(
     finally:
         if appender:
             appender.close()
-    return EvalResult(results, str(run.path) if run else None)
+        for j in judges:
+            close = getattr(j, "close", None)
+            if callable(close):
+                close()
+    stats = {j.name: j.stats() for j in judges if callable(getattr(j, "stats", None))}
+    return EvalResult(results, str(run.path) if run else None, stats)
 
 
 def _predict_and_judge(cfg, lm, ds, todo, judges, leak_sets, appender, tag, on_progress, start: int) -> list[dict]:
@@ -151,7 +158,7 @@ def _predict_and_judge(cfg, lm, ds, todo, judges, leak_sets, appender, tag, on_p
                 **tag, "id": s.id, "dataset": ds.name, "split": cfg.split, "question": questions[i],
                 "answer": answers[i], "reference": items[i].reference, "label": s.label,
                 "prediction": primary.prediction, "correct": primary.correct, "judge": primary.judge,
-                "confident": primary.confident, "mode": cfg.mode,
+                "confident": primary.confident, "mode": cfg.mode, "judge_identity": judges[0].identity(),
                 "judgements": {name: v[i].to_dict() for name, v in verdicts_by_judge.items()},
                 "leaks": {name: exact.match(answers[i], other.class_names, other.synonyms)[0] is not None
                           for name, other in leak_sets.items()},
