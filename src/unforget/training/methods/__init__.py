@@ -1,0 +1,1 @@
+"""Fine-tuning methods, one module each, registered in :data:`unforget.training.methods.base.METHODS`."""

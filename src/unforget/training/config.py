@@ -1,0 +1,84 @@
+"""The config of ``unforget finetune`` (and of the fine-tuning step of every study)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..errors import ConfigError
+from ..evaluation.config import ModelConfig
+
+ROUND_ROBIN = "round-robin"
+
+
+@dataclass
+class TrainDataConfig:
+    """Training data: datasets by name (``digits``), ``format:path`` (``jsonl:/data/vqa.jsonl``) or dataset YAML.
+
+    Classification samples become instructions (the dataset's prompt template -> the class name), VQA samples
+    (their question -> their answer), captions (the template -> the caption)."""
+
+    datasets: list[str] = field(default_factory=lambda: ["digits"])
+    split: str = "train"
+    limit: int | None = None  # first N samples per dataset (after the class filter)
+    template: int | str = 0  # index of the dataset's prompt template, or "round-robin" over all of them
+    classes: list[int] | None = None  # keep only samples with these labels (classification sets)
+    shuffle: bool = True
+
+    def validate(self) -> None:
+        if not self.datasets:
+            raise ConfigError("data.datasets is empty: name at least one dataset (--datasets digits)")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"data.limit must be >= 1, got {self.limit}")
+        if isinstance(self.template, str) and self.template != ROUND_ROBIN:
+            if self.template.lstrip("-").isdigit():
+                self.template = int(self.template)
+            else:
+                raise ConfigError(f"data.template must be a template index or '{ROUND_ROBIN}', got '{self.template}'")
+
+
+@dataclass
+class FinetuneConfig:
+    """``unforget finetune``: one method on one or more datasets, checkpoints every epoch, resumable."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: TrainDataConfig = field(default_factory=TrainDataConfig)
+    method: str = "lora"  # projector | lora | full | partial (`unforget ls methods`)
+    method_options: dict[str, Any] = field(default_factory=dict)  # the method's options (r, alpha, preset, ...)
+    lr: float | None = None  # None: the method's default (projector 1e-3, lora 2e-4, full/partial 2e-5)
+    epochs: int = 1
+    max_steps: int | None = None  # optimizer steps; overrides epochs
+    batch_size: int = 8  # per process
+    grad_accum: int = 1
+    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0  # None or 0: no clipping (the norm is still checked)
+    seed: int = 0
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 where the GPU has it, else no
+    gradient_checkpointing: bool = False
+    save_every_steps: int | None = None  # also checkpoint every N optimizer steps (checkpoints/step-N)
+    log_every_steps: int = 10  # console log interval; train_log.jsonl gets every step
+    num_workers: int = 0  # DataLoader workers
+    out: str | None = None  # run folder; None: runs/finetune/<model>-<method>-<time>. An existing one resumes.
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size", "grad_accum", "log_every_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.save_every_steps is not None and self.save_every_steps < 1:
+            raise ConfigError(f"save_every_steps must be >= 1, got {self.save_every_steps}")
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
+
+
+# Keys whose change alters the trained weights: a run folder resumes only under the same values.
+RESUME_KEYS = ("model.name", "model.dtype", "model.adapter", "data", "method", "method_options", "lr", "epochs",
+               "max_steps", "batch_size", "grad_accum", "lr_scheduler", "warmup_ratio", "weight_decay",
+               "max_grad_norm", "seed", "mixed_precision")

@@ -1,0 +1,134 @@
+"""Training sets as instruction data, and the sampler that makes every epoch's order a function of (seed, epoch).
+
+Every sample becomes ``(image, question, answer)`` and then an :class:`~unforget.training.examples.Example`
+through :func:`~unforget.training.examples.build_example`, the one path by which unforget builds training
+examples. Examples are built when the DataLoader asks for them, so a large set is never held encoded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..data import ImageDataset, Sample, load_dataset
+from ..errors import ConfigError, DataError
+from ..models.loading import LoadedModel
+from .config import ROUND_ROBIN, TrainDataConfig
+from .examples import Example, build_example
+
+
+@dataclass(frozen=True)
+class TrainItem:
+    """One instruction: the sample, the question asked and the answer taught."""
+
+    dataset: str
+    sample: Sample
+    question: str
+    answer: str
+
+
+def select_training_samples(ds: ImageDataset, cfg: TrainDataConfig) -> list[Sample]:
+    """The split, filtered to ``cfg.classes`` when given, then the first ``cfg.limit``."""
+    samples = ds.split(cfg.split)
+    if cfg.classes is not None:
+        if not ds.class_names:
+            raise ConfigError(f"data.classes was given but dataset '{ds.name}' has no classes (task {ds.task})")
+        bad = [c for c in cfg.classes if not 0 <= c < len(ds.class_names)]
+        if bad:
+            raise ConfigError(f"data.classes {bad} are outside dataset '{ds.name}''s classes "
+                              f"0..{len(ds.class_names) - 1} ({', '.join(ds.class_names)})")
+        keep = set(cfg.classes)
+        samples = [s for s in samples if s.label in keep]
+    return samples[: cfg.limit] if cfg.limit else samples
+
+
+def question_of(ds: ImageDataset, sample: Sample, index: int, template: int | str) -> str:
+    if sample.question:
+        return sample.question
+    if not ds.templates:
+        raise DataError(f"dataset '{ds.name}' has no prompt templates and sample {sample.id} no question: "
+                        "add templates to its dataset YAML")
+    if template == ROUND_ROBIN:
+        return ds.question_for(sample, index % len(ds.templates))
+    if not isinstance(template, int) or not -len(ds.templates) <= template < len(ds.templates):
+        raise ConfigError(f"data.template {template} is out of range: dataset '{ds.name}' has "
+                          f"{len(ds.templates)} templates")
+    return ds.question_for(sample, template)
+
+
+def training_items(cfg: TrainDataConfig) -> tuple[list[TrainItem], dict[str, ImageDataset]]:
+    """All instructions of the training datasets, in dataset order, and the datasets by name."""
+    items: list[TrainItem] = []
+    datasets: dict[str, ImageDataset] = {}
+    for ref in cfg.datasets:
+        ds = load_dataset(ref)
+        datasets[ds.name] = ds
+        samples = select_training_samples(ds, cfg)
+        if not samples:
+            raise DataError(f"dataset '{ds.name}' split '{cfg.split}' has no sample to train on"
+                            + (f" with classes {cfg.classes}" if cfg.classes is not None else ""))
+        items.extend(TrainItem(ds.name, s, question_of(ds, s, i, cfg.template), ds.reference(s))
+                     for i, s in enumerate(samples))
+    with_image = {it.sample.image is not None for it in items}
+    if len(with_image) > 1:
+        raise DataError("the training data mixes image and text-only samples, which cannot share a batch; "
+                        "train on them in separate runs")
+    return items, datasets
+
+
+def processor_only() -> torch.nn.Module:
+    """A stand-in for the model in the :class:`LoadedModel` the data pipeline uses: encoding needs the processor
+    and a device (CPU here, so DataLoader workers never touch the GPU), and must not carry the weights along."""
+    module = torch.nn.Module()
+    module.register_parameter("anchor", torch.nn.Parameter(torch.zeros(0), requires_grad=False))
+    return module
+
+
+class InstructionDataset(torch.utils.data.Dataset):
+    """Map-style dataset of :class:`Example`; images are read and encoded on access. ``lm`` needs only its
+    processor and family (pass ``LoadedModel(processor_only(), processor, family, source)``)."""
+
+    def __init__(self, lm: LoadedModel, items: Sequence[TrainItem]):
+        self.lm = lm
+        self.items = list(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Example:
+        item = self.items[index]
+        image = item.sample.load_image(item.dataset) if item.sample.image is not None else None
+        return build_example(self.lm, image, item.question, item.answer)
+
+
+class EpochShuffleSampler(torch.utils.data.Sampler[int]):
+    """A permutation drawn from (seed, epoch) alone: the same on every process and after a resume, and
+    independent of torch's global generator (which dropout uses)."""
+
+    def __init__(self, length: int, seed: int, shuffle: bool = True):
+        self.length = length
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            return iter(range(self.length))
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.length)
+        return iter(order.tolist())
+
+
+def describe_items(items: Sequence[TrainItem]) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for it in items:
+        counts[it.dataset] = counts.get(it.dataset, 0) + 1
+    return counts

@@ -1,0 +1,172 @@
+"""What every fine-tuning method shares: the registry, the model's parts, freezing and counting helpers.
+
+A method is one module (as a peft tuner is one folder): an options dataclass, ``prepare(model, options) -> model``
+that sets ``requires_grad`` or wraps the model, and how its trained weights are saved into / restored from a
+checkpoint folder. It registers a :class:`FinetuneMethod` in :data:`METHODS` under its name; adding a method
+touches one new file and the ``modules`` tuple below.
+
+The parts of a multimodal model are told apart by module names, which differ between families:
+
+=========== ========================================= ==============================================
+part        LLaVA / LLaVA-NeXT / OneVision            others
+=========== ========================================= ==============================================
+vision      ``model.vision_tower``                    ``visual`` (Qwen2-VL), ``vision_model`` (Idefics3, BLIP)
+projector   ``model.multi_modal_projector``           ``visual.merger``, ``connector``, ``qformer`` + ``query_tokens``
+                                                      + ``language_projection`` (InstructBLIP)
+language    ``model.language_model`` and ``lm_head``  ``text_model`` (Idefics3)
+=========== ========================================= ==============================================
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from ...config import from_dict
+from ...errors import ConfigError, ModelLoadError
+from ...registry import Registry
+
+log = logging.getLogger(__name__)
+
+Part = Literal["vision", "projector", "language", "other"]
+
+# Checked in this order, so that a projector nested in the vision module (Qwen2-VL's visual.merger) is a projector.
+PROJECTOR_MODULES = ("multi_modal_projector", "connector", "merger", "qformer", "query_tokens",
+                     "language_projection", "image_newline")
+VISION_MODULES = ("vision_tower", "visual", "vision_model")
+LANGUAGE_MODULES = ("language_model", "text_model", "lm_head")
+
+
+@dataclass(frozen=True)
+class FinetuneMethod:
+    """A registered method. ``save`` writes the trained weights into a checkpoint folder; ``load`` puts them
+    back into a model that ``prepare`` made from the same base (used to resume)."""
+
+    name: str
+    options_class: type
+    prepare: Callable[[Any, Any], Any]
+    save: Callable[[Any, Path, Any], None]  # (model, folder, processor)
+    load: Callable[[Any, Path], None]  # (prepared model, folder)
+    default_lr: float
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def parse_options(self, options: dict[str, Any] | None) -> Any:
+        """The options dataclass from a mapping; a ``preset`` supplies defaults that explicit options override."""
+        options = dict(options or {})
+        preset = options.get("preset")
+        if preset is not None:
+            if preset not in self.presets:
+                from ...registry import did_you_mean
+
+                raise ConfigError(
+                    f"method '{self.name}' has no preset '{preset}'.{did_you_mean(str(preset), list(self.presets))} "
+                    f"Presets: {', '.join(self.presets) or '(none)'}"
+                )
+            options = {**self.presets[preset], **options}
+        return from_dict(self.options_class, options, where=f"method_options ({self.name})")
+
+
+METHODS: Registry[FinetuneMethod] = Registry(
+    "fine-tuning method",
+    modules=(
+        "unforget.training.methods.projector",
+        "unforget.training.methods.lora",
+        "unforget.training.methods.full",
+        "unforget.training.methods.partial",
+    ),
+)
+
+
+def part_of(param_name: str) -> Part:
+    """Which part of a multimodal model a parameter (or module) name belongs to; works on peft-wrapped names."""
+    segments = param_name.split(".")
+    if any(s in PROJECTOR_MODULES for s in segments):
+        return "projector"
+    if any(s in VISION_MODULES for s in segments):
+        return "vision"
+    if any(s in LANGUAGE_MODULES for s in segments):
+        return "language"
+    return "other"
+
+
+def check_parts(model: Any) -> dict[Part, int]:
+    """Parameter counts per part; a model whose vision tower or language model cannot be found is refused."""
+    counts: dict[Part, int] = {"vision": 0, "projector": 0, "language": 0, "other": 0}
+    for name, p in model.named_parameters():
+        counts[part_of(name)] += p.numel()
+    missing = [p for p in ("vision", "language") if counts[p] == 0]
+    if missing:
+        raise ModelLoadError(
+            f"cannot find the {' and the '.join(missing)} in {type(model).__name__}: unforget knows the module "
+            f"names {', '.join(VISION_MODULES)} (vision), {', '.join(PROJECTOR_MODULES)} (projector) and "
+            f"{', '.join(LANGUAGE_MODULES)} (language model)"
+        )
+    if counts["other"]:
+        log.info("%d parameters belong to no known part; they are trained with the language model", counts["other"])
+    return counts
+
+
+def set_trainable(model: Any, trainable: Callable[[str], bool]) -> None:
+    """``requires_grad`` of every parameter from its name."""
+    for name, p in model.named_parameters():
+        p.requires_grad_(bool(trainable(name)))
+
+
+def trainable_names(model: Any) -> list[str]:
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameter counts; tied weights count once."""
+    trainable = total = 0
+    for p in model.parameters():
+        total += p.numel()
+        if p.requires_grad:
+            trainable += p.numel()
+    return trainable, total
+
+
+def require_trainable(model: Any, method: str) -> None:
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(f"method '{method}' with these options trains no parameter; unfreeze at least one part")
+
+
+def outermost_modules(model: Any, names: tuple[str, ...]) -> list[str]:
+    """Full names of the modules whose own name is in ``names`` and that sit inside no other such module."""
+    found: list[str] = []
+    for full, _ in model.named_modules():
+        if full and full.split(".")[-1] in names and not any(full.startswith(f + ".") for f in found):
+            found.append(full)
+    return found
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Whole-model checkpoints (full and partial fine-tuning)
+
+
+def save_model_folder(model: Any, folder: Path, processor: Any) -> None:
+    """A Hugging Face model folder (safetensors): loadable by ``unforget eval --model FOLDER``."""
+    model.save_pretrained(folder, safe_serialization=True)
+    if processor is not None:
+        processor.save_pretrained(folder)
+
+
+def load_model_folder(model: Any, folder: Path) -> None:
+    """Copy the weights of the model folder ``folder`` into ``model`` (same architecture), through
+    ``from_pretrained`` so that the checkpoint's key naming is converted the way transformers does it."""
+    import torch
+
+    dtype = next(model.parameters()).dtype
+    try:
+        saved = type(model).from_pretrained(folder, dtype=dtype, use_safetensors=True)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{folder}: cannot read the checkpoint's model: {exc}") from exc
+    saved_params = dict(saved.named_parameters())
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name not in saved_params:
+                raise ModelLoadError(f"{folder}: the checkpoint has no tensor '{name}'; it was saved from another model")
+            p.copy_(saved_params[name])
+    del saved
