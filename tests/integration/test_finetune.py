@@ -154,7 +154,8 @@ def test_nan_loss_stops_with_step_and_epoch_and_keeps_the_last_good_checkpoint(m
 
 def test_exploding_learning_rate_is_reported_by_the_cli(model_dir, tmp_path, capsys):
     rc = main(["finetune", "--model", str(model_dir), "--datasets", "ft-colours", "--method", "full", "--lr", "1e30",
-               "--epochs", "1", "--batch-size", "4", "--device", "cpu", "--out", str(tmp_path / "boom"), "warmup_ratio=0"])
+               "--epochs", "1", "--batch-size", "4", "--device", "cpu", "--out", str(tmp_path / "boom"),
+               "warmup_ratio=0"])
     assert rc == 2
     text = " ".join(capsys.readouterr().out.split())
     assert "step 2 (epoch 1)" in text and "Lower the learning rate" in text  # step 1 made the weights ~1e30

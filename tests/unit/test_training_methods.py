@@ -228,6 +228,45 @@ def test_loss_falls_when_overfitting_a_tiny_set(model_dir, tmp_path, method, lr,
     assert result.losses[-1] < 0.2 * result.losses[0], result.losses  # lora ends near 0, full near 0.8 of 5.8
 
 
+def checkpointing_on(model):
+    # transformers 5 renamed the property; older releases only have is_gradient_checkpointing
+    if hasattr(type(model), "is_activation_checkpointing"):
+        return model.is_activation_checkpointing
+    return model.is_gradient_checkpointing
+
+
+def test_gradient_checkpointing_computes_the_same_steps(model_dir, tmp_path):
+    runs = []
+    for checkpointing in (False, True):
+        cfg = FinetuneConfig(model=ModelConfig(name=str(model_dir), device="cpu"),
+                             data=TrainDataConfig(datasets=["ft-colours"]), method="full", lr=1e-3, max_steps=2,
+                             batch_size=4, gradient_checkpointing=checkpointing, out=str(tmp_path / str(checkpointing)))
+        runs.append(finetune(cfg, lm=fresh(model_dir)))
+    plain, recomputed = runs
+    assert checkpointing_on(recomputed.lm.model) and not checkpointing_on(plain.lm.model)
+    assert plain.losses == pytest.approx(recomputed.losses, rel=1e-6)
+    for (name, a), (_, b) in zip(plain.lm.model.named_parameters(), recomputed.lm.model.named_parameters()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_gradient_accumulation_matches_the_larger_batch(model_dir, tmp_path):
+    # class 0 only: 4 samples with the same answer, so every micro-batch has as many answer tokens and the mean
+    # of the micro-batch means is the batch mean. 4 micro-batches of 1 accumulated == one batch of 4
+    runs = []
+    for batch_size, grad_accum in ((4, 1), (1, 4)):
+        cfg = FinetuneConfig(model=ModelConfig(name=str(model_dir), device="cpu"),
+                             data=TrainDataConfig(datasets=["ft-colours"], classes=[0]), method="full", lr=1e-3,
+                             epochs=2, batch_size=batch_size, grad_accum=grad_accum, warmup_ratio=0.0,
+                             out=str(tmp_path / f"accum{grad_accum}"))
+        runs.append(finetune(cfg, lm=fresh(model_dir)))
+    big, accumulated = runs
+    assert big.global_step == accumulated.global_step == 2
+    assert big.losses == pytest.approx(accumulated.losses, rel=1e-5)
+    assert big.losses[1] < big.losses[0]
+    for (name, a), (_, b) in zip(big.lm.model.named_parameters(), accumulated.lm.model.named_parameters()):
+        assert torch.allclose(a, b, atol=1e-5), name
+
+
 # --------------------------------------------------------------------------------------------- data, state
 def test_training_items_classes_limit_and_round_robin():
     items, _ = training_items(TrainDataConfig(datasets=["ft-colours"], classes=[0, 2], limit=5,

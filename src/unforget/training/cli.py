@@ -1,4 +1,8 @@
-"""`unforget finetune`: fine-tune a model with one method; ``accelerate launch -m unforget finetune ...`` runs DDP."""
+"""`unforget finetune`: fine-tune a model with one method.
+
+``accelerate launch --multi_gpu --num_processes N -m unforget finetune ...`` (GPUs) or
+``torchrun --nproc_per_node N -m unforget finetune ... --device cpu`` (CPU, gloo) runs the same command as DDP.
+"""
 
 from __future__ import annotations
 
@@ -109,5 +113,6 @@ def run_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-register_verb("finetune", "fine-tune an MLLM (projector, lora, full, partial); resumable, DDP with accelerate launch",
+register_verb("finetune",
+              "fine-tune an MLLM (projector, lora, full, partial); resumable; DDP under accelerate launch or torchrun",
               add_finetune, run_finetune)

@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ import torch
 
 from ..config import dump_yaml, read_yaml, to_dict
 from ..errors import ConfigError, TrainingError
-from ..models.loading import LoadedModel, load_model
+from ..models.loading import LoadedModel, load_model, resolve_device
 from ..runs import RunDir, atomic_write_text, read_jsonl
 from .checkpoints import (
     Checkpoint,
@@ -101,6 +102,10 @@ def make_accelerator(cfg: FinetuneConfig, find_unused_parameters: bool) -> Any:
 
     # accelerate runs several CPU processes as DDP (gloo) only when told cpu=True
     cpu = cfg.model.device == "cpu" or (cfg.model.device in (None, "auto") and not torch.cuda.is_available())
+    if not cpu:
+        resolve_device(cfg.model.device)  # a clear error when CUDA was asked for and is missing
+        if cfg.model.device.startswith("cuda:") and "LOCAL_RANK" not in os.environ:
+            torch.cuda.set_device(int(cfg.model.device.split(":", 1)[1]))  # accelerate uses the current device
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         # accelerate keeps one state per process; a second finetune() in the same process may ask for another
         # device or precision (a launched DDP process keeps its state: it holds the process group)
@@ -183,7 +188,8 @@ def finetune(
 
     ``on_epoch_end(epoch, lm)`` runs on the main process after each epoch's checkpoint, with the model in eval
     mode and the RNG state put back afterwards, so evaluating there does not change training; if the run is
-    interrupted before it returns, a rerun calls it again for that epoch before training on."""
+    interrupted before it returns, a rerun calls it again for that epoch before training on. With ``max_steps``
+    ending inside an epoch, that last partial epoch gets a step checkpoint and no ``on_epoch_end`` call."""
     t_start = time.perf_counter()
     method = METHODS.get(cfg.method)
     options = method.parse_options(cfg.method_options)
@@ -212,6 +218,10 @@ def finetune(
     model = method.prepare(model, options)
     lm.model = model
     trainable, total = count_parameters(model)
+    if accelerator.mixed_precision == "fp16" and any(p.requires_grad and p.dtype == torch.float16
+                                                     for p in model.parameters()):
+        raise ConfigError("mixed_precision fp16 needs float32 trainable weights (its gradient scaler cannot "
+                          "unscale fp16 gradients): load the model with model.dtype=float32, or use bf16")
     log.info("method %s: %d of %d parameters train (%.2f%%); %d examples %s", cfg.method, trainable, total,
              100.0 * trainable / max(total, 1), len(items), describe_items(items))
 
@@ -229,8 +239,9 @@ def finetune(
     dataset = InstructionDataset(LoadedModel(processor_only(), lm.processor, lm.family, lm.source), items)
     sampler = EpochShuffleSampler(len(dataset), cfg.seed, cfg.data.shuffle)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=functools.partial(collate_examples, pad_token_id=pad_id),
-        num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(cfg.seed),
+        dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+        collate_fn=functools.partial(collate_examples, pad_token_id=pad_id),
+        generator=torch.Generator().manual_seed(cfg.seed),  # not the global one, which dropout draws from
     )
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
     model, opt, loader = accelerator.prepare(model, optimizer, loader)
@@ -248,8 +259,9 @@ def finetune(
     unwrapped = accelerator.unwrap_model(model)
     base_model = lm.source
 
-    def state_now(kind: str, global_step: int, epochs_done: int, step_in_epoch: int, loss: float | None) -> TrainerState:
-        return TrainerState(method=cfg.method, kind=kind, global_step=global_step, epochs_done=epochs_done,  # type: ignore[arg-type]
+    def state_now(kind: Any, global_step: int, epochs_done: int, step_in_epoch: int,
+                  loss: float | None) -> TrainerState:
+        return TrainerState(method=cfg.method, kind=kind, global_step=global_step, epochs_done=epochs_done,
                             step_in_epoch=step_in_epoch, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
                             num_processes=accelerator.num_processes, base_model=base_model, loss=loss,
                             epoch_end_done=on_epoch_end is None)

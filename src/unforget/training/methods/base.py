@@ -167,6 +167,7 @@ def load_model_folder(model: Any, folder: Path) -> None:
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name not in saved_params:
-                raise ModelLoadError(f"{folder}: the checkpoint has no tensor '{name}'; it was saved from another model")
+                raise ModelLoadError(f"{folder}: the checkpoint has no tensor '{name}'; it was saved from another "
+                                     "model")
             p.copy_(saved_params[name])
     del saved
