@@ -1,0 +1,403 @@
+"""The EMT report page, built from the summary dict of :func:`unforget.reports.emt.summarise_emt` alone."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from .document import (
+    BulletList,
+    Claim,
+    ClaimList,
+    Figure,
+    Paragraph,
+    Report,
+    Section,
+    Table,
+    figure_name,
+    format_estimate,
+    format_number,
+    format_p,
+)
+from .plots import (
+    HeatmapPanel,
+    LinePanel,
+    ReferenceLine,
+    Series,
+    colour_map,
+    confusion_panel,
+    heatmap,
+    line_plot,
+)
+
+SHARE_RANGE = (-0.03, 1.03)  # y range of shares: a curve at 0 or 1 stays visible off the frame
+BASELINE_NAMES = {"linear-probe": "linear probe (vision encoder)", "zero-shot": "zero-shot CLIP (vision encoder)"}
+CLAIM_TITLES = {
+    "early-fine-tuning-helps": "(1) epoch 1 beats base on the other sets",
+    "long-fine-tuning-degrades": "(2) last epoch worse than best on the other sets",
+    "fine-tuning-labels-leak": "(2) more answers with fine-tuning labels",
+    "projector-retains-more": "(3) projector-only retains more than LoRA",
+}
+SMOOTH_ABOVE = 50  # loss curves with more steps get a moving average over the raw values
+
+
+def build_emt_report(summary: dict[str, Any]) -> Report:
+    arms = summary["arms"]
+    colours = colour_map([a["name"] for a in arms])
+    report = Report(title=f"EMT study: {summary['name']}", facts=_facts(summary))
+    report.sections.append(_claims_section(summary))
+    report.sections.append(_forgetting_section(summary, colours))
+    if summary.get("seed_summaries"):
+        report.sections.append(_seeds_section(summary))
+    report.sections.append(_leak_section(summary, colours))
+    report.sections.append(_concentration_section(summary, colours))
+    if summary.get("classes"):
+        report.sections.append(_class_subset_section(summary, colours))
+    confusion = _confusion_section(summary)
+    if confusion.blocks:
+        report.sections.append(confusion)
+    alignment = _alignment_section(summary, colours)
+    if alignment.blocks:
+        report.sections.append(alignment)
+    report.sections.append(_training_section(summary, colours))
+    report.sections.append(_per_epoch_section(summary))
+    report.sections.append(_method_section(summary))
+    return report
+
+
+# ------------------------------------------------------------------------------------------------ sections
+
+
+def _facts(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    ev = summary.get("eval") or {}
+    ft = summary["fine_tuning_set"]
+    if summary.get("classes"):
+        ft += f" (classes {summary['classes']} only)"
+    arms = summary["arms"]
+    status = "complete" if summary.get("base_done") and arms and all(a["done"] for a in arms) \
+        and not summary.get("missing_arms") else "incomplete (see the notes at the end)"
+    return [
+        ("run folder", summary["run_dir"]),
+        ("model", str(summary.get("model"))),
+        ("fine-tuning set", ft),
+        ("evaluated on", ", ".join(summary["datasets"])
+         + f" ({ev.get('split')} split, {ev.get('mode')} mode, limit {ev.get('limit')}, judges {ev.get('judges')})"),
+        ("arms", ", ".join(f"{a['folder']} ({a['method']}, epochs {a['last_epoch']})" for a in arms) or "none yet"),
+        ("seeds", ", ".join(str(s) for s in summary["seeds"])),
+        ("significance", f"alpha = {summary['alpha']:g}; intervals at {summary['confidence']:.0%}"),
+        ("status", status),
+    ]
+
+
+def _claims_section(summary: dict[str, Any]) -> Section:
+    claims = [Claim.from_dict(c) for c in summary["claims"]]
+    intro = Paragraph(
+        "EMT's findings checked on this run's own samples with paired exact McNemar tests at alpha = "
+        f"{summary['alpha']:g}. 'held': significant in the claimed direction; 'not held': significant the other way; "
+        "'not shown': not significant (with the samples that would show an effect of the observed size).")
+    blocks: list[Any] = [intro]
+    if not claims:
+        blocks.append(Paragraph("No fine-tuning arm has been evaluated yet."))
+        return Section("Claims", blocks)
+    rows = []
+    for c in summary["claims"]:
+        test = c.get("test") or {}
+        delta = test.get("delta")
+        rows.append([CLAIM_TITLES.get(c["id"], c["id"]), c["arm"], c["verdict"],
+                     f"{test.get('delta_of')} = {format_estimate(delta)}" if delta else "-",
+                     format_p(test.get("p_value")) if test else "-"])
+    blocks.append(Table(["claim", "arm", "verdict", "effect [interval]", "p"], rows,
+                        "At a glance; the sentences below give the numbers behind each verdict."))
+    blocks.append(ClaimList(claims))
+    return Section("Claims", blocks)
+
+
+def _forgetting_section(summary: dict[str, Any], colours: dict[str, str]) -> Section:
+    multi = len(summary["seeds"]) > 1
+    panels = _curve_panels(summary, "accuracy", summary["datasets"], "accuracy", SHARE_RANGE,
+                           baselines=summary.get("baselines") or {})
+    caption = ("Accuracy vs epoch per dataset (epoch 0 = base model). "
+               + ("Lines: mean over seeds; bars: +/- 1 sd over seeds (a seed spread, not a sample interval); "
+                  "faint lines: single seeds. " if multi else
+                  f"Bars: {summary['confidence']:.0%} Wilson intervals. ")
+               + "Dashed lines: the model's own vision encoder as a classifier.")
+    blocks: list[Any] = [Figure("accuracy", line_plot(panels, title="Forgetting curves: accuracy vs epoch",
+                                                      colours=colours), caption)]
+    rows = []
+    for arm in summary["arms"]:
+        for d in summary["datasets"]:
+            t = arm["table"][d]
+            f = t.get("forgetting")
+            rows.append([
+                _dataset_label(summary, d), arm["folder"], format_estimate(t["base"]),
+                f"{format_estimate(t['best'])} (epoch {t['best_epoch']})" if t.get("best") else "-",
+                f"{format_estimate(t['last'])} (epoch {t['last_epoch']})" if t.get("last") else "-",
+                format_estimate(f["delta"]) if f else "-",
+                format_p(f["p_value"]) if f else "-",
+                str(f["delta"]["n"]) if f else "-",
+            ])
+    blocks.append(Table(["dataset", "arm", "base", "best fine-tuned (epoch)", "last (epoch)",
+                         "forgetting = base - last", "McNemar p", "paired n"], rows,
+                        f"Accuracy with {summary['confidence']:.0%} Wilson intervals. Forgetting is paired on the "
+                        "samples judged in both evaluations (Newcombe interval, exact McNemar p); positive = forgot."))
+    base_rows = [[d, BASELINE_NAMES.get(k, k), format_estimate(b), str(b.get("n")), str(b.get("n_train") or "-")]
+                 for d, kinds in (summary.get("baselines") or {}).items() for k, b in kinds.items()]
+    if base_rows:
+        blocks.append(Table(["dataset", "baseline", "accuracy", "n", "train samples"], base_rows,
+                            "The MLLM's vision encoder as a classifier on the same samples (EMT's comparison)."))
+    return Section("Forgetting curves", blocks)
+
+
+def _seeds_section(summary: dict[str, Any]) -> Section:
+    rows = []
+    for method, group in summary["seed_summaries"].items():
+        for d, figs in group["datasets"].items():
+            rows.append([d, method, str(len(group["seeds"])), _seed_text(figs.get("best")),
+                         _seed_text(figs.get("last")), _seed_text(figs.get("forgetting"))])
+    return Section("Spread over seeds", [
+        Paragraph("Mean, sample sd and [min, max] over training seeds: how much another seed would move a figure. "
+                  "This is a different question from the sample-level intervals above (another test set)."),
+        Table(["dataset", "method", "seeds", "best accuracy", "last accuracy", "forgetting (base - last)"], rows,
+              "mean +/- sd [min, max] over seeds"),
+    ])
+
+
+def _leak_section(summary: dict[str, Any], colours: dict[str, str]) -> Section:
+    ft = summary["fine_tuning_set"]
+    others = summary["other_datasets"]
+    if not others:
+        return Section("Hallucinated fine-tuning labels",
+                       [Paragraph("Only the fine-tuning set was evaluated: there is no other dataset to leak into.")])
+    panels = _curve_panels(summary, "leak_rate", others, f"share naming {ft} labels", SHARE_RANGE)
+    fig = Figure("label_leak", line_plot(panels, title=f"Answers naming {ft} labels on the other datasets",
+                                         colours=colours),
+                 f"Share of answers on each other dataset that name a class of the fine-tuning set ({ft}), with "
+                 f"{summary['confidence']:.0%} Wilson intervals. On a set sharing labels with {ft} this includes "
+                 "correct answers.")
+    return Section("Hallucinated fine-tuning labels", [fig])
+
+
+def _concentration_section(summary: dict[str, Any], colours: dict[str, str]) -> Section:
+    datasets = summary["datasets"]
+    panels = (_curve_panels(summary, "top1_share", datasets, "top-1 share", SHARE_RANGE)
+              + _curve_panels(summary, "normalised_entropy", datasets, "normalised entropy", SHARE_RANGE))
+    fig = Figure("concentration", line_plot(panels, title="Prediction concentration vs epoch",
+                                            ncols=len(datasets), colours=colours),
+                 "Top row: share of class-naming answers on the most predicted class (1 = every answer is one class). "
+                 "Bottom row: entropy of the predicted-class histogram / log2(number of classes) (0 = one class, "
+                 "1 = uniform), with bootstrap intervals. Class counts used: "
+                 + ", ".join(f"{d} {n}" for d, n in summary["class_counts"].items()) + ".")
+    no_class = Figure("no_class", line_plot(_curve_panels(summary, "no_class_rate", datasets, "no-class rate",
+                                                          SHARE_RANGE),
+                                            title="Answers naming no class vs epoch", colours=colours),
+                      f"Share of answers that name no class of the dataset, with {summary['confidence']:.0%} "
+                      "Wilson intervals.")
+    return Section("Prediction concentration", [fig, no_class])
+
+
+def _class_subset_section(summary: dict[str, Any], colours: dict[str, str]) -> Section:
+    ft = summary["fine_tuning_set"]
+    panels = [LinePanel("held-in classes", [], ylabel="accuracy", xlabel="epoch", ylim=SHARE_RANGE, integer_x=True),
+              LinePanel("held-out classes", [], ylabel="accuracy", xlabel="epoch", ylim=SHARE_RANGE, integer_x=True),
+              LinePanel("held-out: share on one class", [], ylabel="share of held-out samples", xlabel="epoch",
+                        ylim=SHARE_RANGE, integer_x=True)]
+    rows = []
+    for arm in summary["arms"]:
+        subset = arm.get("class_subset")
+        if not subset:
+            continue
+        pts = subset["points"]
+        for panel, key in zip(panels, ("held_in_accuracy", "held_out_accuracy", "held_out_top1_share")):
+            panel.series.append(_series(arm["name"], pts, key))
+        last = pts[-1]
+        rows.append([arm["folder"], str(last["epoch"]), format_estimate(last["held_in_accuracy"]),
+                     format_estimate(last["held_out_accuracy"]),
+                     f"{format_estimate(last['held_out_top1_share'])} ({last['held_out_top1_class']})",
+                     format_estimate(last["held_out_as_held_in"]), "yes" if subset["collapsed"] else "no"])
+    held = summary["classes"]
+    blocks: list[Any] = [
+        Paragraph(f"Fine-tuned on classes {held} of {ft} only; accuracy on the fine-tuning set split into the "
+                  "held-in classes and the held-out ones."),
+        Figure("class_subset", line_plot(panels, title=f"Class-subset fine-tuning on {ft}", colours=colours),
+               f"{summary['confidence']:.0%} Wilson intervals. Right: share of all held-out samples answered with the "
+               "single most common class (EMT's minority collapse)."),
+        Table(["arm", "last epoch", "held-in accuracy", "held-out accuracy", "held-out share on one class (class)",
+               "held-out answered with a held-in class", "collapsed"], rows,
+              next((a["class_subset"]["collapse_rule"] for a in summary["arms"] if a.get("class_subset")), "")),
+    ]
+    return Section("Class-subset fine-tuning", blocks)
+
+
+def _confusion_section(summary: dict[str, Any]) -> Section:
+    blocks: list[Any] = []
+    for arm in summary["arms"]:
+        for c in arm.get("confusion") or []:
+            panels = [confusion_panel(c["before"], c["classes"], "base model (epoch 0)"),
+                      confusion_panel(c["after"], c["classes"], f"{arm['folder']} epoch {c['after_epoch']}")]
+            if not panels[0].row_labels and not panels[1].row_labels:
+                continue
+            panels = [p if p.row_labels else _empty_panel(p.title) for p in panels]
+            name = figure_name(f"confusion-{arm['folder']}-{c['dataset']}")
+            png = heatmap(panels, title=f"{c['dataset']} ({c['role']}): before and after fine-tuning",
+                          colorbar_label="share of the true class")
+            blocks.append(Figure(name, png, f"{c['dataset']}, {c['role']}: rows are true classes, columns the class "
+                                            "the answer named (<none>: no class); cells count samples, colour is "
+                                            "the row share."))
+    return Section("Confusion matrices", blocks)
+
+
+def _alignment_section(summary: dict[str, Any], colours: dict[str, str]) -> Section:
+    datasets = [d for d in summary["datasets"] if any(arm["alignment"].get(d) for arm in summary["arms"])]
+    if not datasets:
+        return Section("Visual-text alignment", [])
+    cos_panels, top_panels = [], []
+    for d in datasets:
+        cos = LinePanel(d, [], ylabel="cosine(image, true class name)", xlabel="epoch", integer_x=True)
+        top = LinePanel(d, [], ylabel="best-aligned name is true", xlabel="epoch", ylim=SHARE_RANGE, integer_x=True)
+        for arm in summary["arms"]:
+            pts = arm["alignment"].get(d) or []
+            if pts:
+                cos.series.append(Series(arm["name"], [p["epoch"] for p in pts], [p["cosine_true"] for p in pts]))
+                top.series.append(_series(arm["name"], pts, "top1"))
+        cos_panels.append(cos)
+        top_panels.append(top)
+    fig = Figure("alignment", line_plot(cos_panels + top_panels, title="Visual-text alignment vs epoch",
+                                        ncols=len(datasets), colours=colours),
+                 "Mean projected image token vs the language model's embedding of each class name. Top: mean cosine "
+                 "with the true class (a mean over images, stored without per-image values, so no interval). "
+                 f"Bottom: share of images whose best-aligned name is the true class, {summary['confidence']:.0%} "
+                 "Wilson intervals.")
+    return Section("Visual-text alignment", [fig])
+
+
+def _training_section(summary: dict[str, Any], colours: dict[str, str]) -> Section:
+    series = []
+    rows = []
+    for arm in summary["arms"]:
+        loss = arm.get("loss")
+        if loss:
+            smooth = len(loss["loss"]) > SMOOTH_ABOVE
+            series.append(Series(arm["name"], loss["epoch"], loss["loss"], marker="" if smooth else "o",
+                                 emphasis=not smooth))
+            if smooth:
+                series.append(Series(arm["name"], loss["epoch"], _moving_average(loss["loss"]), marker=""))
+        t = arm.get("train") or {}
+        rows.append([arm["folder"], arm["method"], str(t.get("global_step", "-")), str(t.get("epochs_done", "-")),
+                     f"{t['trainable_parameters']:,} of {t['total_parameters']:,}"
+                     if t.get("trainable_parameters") is not None and t.get("total_parameters") else "-",
+                     format_number(t.get("final_loss"), 4), format_number(t.get("seconds"), 0)])
+    blocks: list[Any] = []
+    if series:
+        blocks.append(Figure("loss", line_plot([LinePanel("", series, ylabel="loss",
+                                                          xlabel="epoch")],
+                                               title="Training loss", colours=colours),
+                             "Loss per optimizer step against (fractional) epoch"
+                             + ("; faint: raw steps, solid: moving average." if any(not s.emphasis for s in series)
+                                else ".")))
+    blocks.append(Table(["arm", "method", "steps", "epochs", "trainable parameters", "final loss", "seconds"], rows))
+    return Section("Training", blocks)
+
+
+def _per_epoch_section(summary: dict[str, Any]) -> Section:
+    rows = []
+    for arm in summary["arms"]:
+        for d in summary["datasets"]:
+            for p in arm["curves"][d]:
+                top = format_estimate(p["top1_share"])
+                rows.append([arm["folder"], d, str(p["epoch"]), str(p["n"]), format_estimate(p["accuracy"]),
+                             format_estimate(p["leak_rate"]) if d != summary["fine_tuning_set"] else "-",
+                             format_estimate(p["no_class_rate"]),
+                             f"{top} ({p['top1_class']})" if p["top1_class"] is not None else top,
+                             format_estimate(p["normalised_entropy"]), f"{p['unjudged']} / {p['skipped']}"])
+    return Section("All per-epoch numbers", [Table(
+        ["arm", "dataset", "epoch", "n", "accuracy", "label leak", "no class", "top-1 share (class)",
+         "normalised entropy", "unjudged / skipped"], rows,
+        f"{summary['confidence']:.0%} Wilson intervals (entropy: bootstrap). Epoch 0 is the base model, the same in "
+        "every arm.")])
+
+
+def _method_section(summary: dict[str, Any]) -> Section:
+    items = [
+        "Every figure is recomputed from the judged records in the run folder (samples.jsonl); skipped samples and "
+        "judge failures are left out and counted (unjudged / skipped).",
+        "Comparisons pair the same sample ids (exact McNemar test; Newcombe interval for the paired difference).",
+        "Label leak: the answer names a class of the fine-tuning set. Sets where a correct answer already does "
+        "(shared labels) are left out of the leak claim.",
+    ]
+    items += summary.get("notes") or []
+    if summary.get("missing_arms"):
+        items.append(f"Arms configured but not started: {', '.join(summary['missing_arms'])}.")
+    return Section("Method and notes", [BulletList(items)])
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+
+
+def _dataset_label(summary: dict[str, Any], dataset: str) -> str:
+    return f"{dataset} (fine-tuning set)" if dataset == summary["fine_tuning_set"] else dataset
+
+
+def _series(label: str, points: Sequence[dict[str, Any]], key: str) -> Series:
+    estimates = [p.get(key) for p in points]
+    return Series(label, [p["epoch"] for p in points], [e["value"] if e else None for e in estimates],
+                  [e["low"] if e else None for e in estimates], [e["high"] if e else None for e in estimates])
+
+
+def _curve_panels(summary: dict[str, Any], key: str, datasets: Sequence[str], ylabel: str,
+                  ylim: tuple[float, float] | None, baselines: dict[str, Any] | None = None) -> list[LinePanel]:
+    """One panel per dataset, one line per arm (per method, averaged over seeds, when there are several seeds)."""
+    multi = len(summary["seeds"]) > 1
+    panels = []
+    for d in datasets:
+        series: list[Series] = []
+        if multi:
+            for method in dict.fromkeys(a["name"] for a in summary["arms"]):
+                group = [a for a in summary["arms"] if a["name"] == method]
+                for arm in group:
+                    s = _series(method, arm["curves"][d], key)
+                    series.append(Series(method, s.x, s.y, emphasis=False, marker=""))
+                series.append(_seed_mean_series(method, [a["curves"][d] for a in group], key))
+        else:
+            series = [_series(arm["name"], arm["curves"][d], key) for arm in summary["arms"]]
+        refs = [ReferenceLine(BASELINE_NAMES.get(kind, kind), b["value"], b.get("low"), b.get("high"))
+                for kind, b in ((baselines or {}).get(d) or {}).items() if b.get("value") is not None]
+        panels.append(LinePanel(_dataset_label(summary, d), series, refs, ylabel=ylabel, xlabel="epoch", ylim=ylim,
+                                integer_x=True))
+    return panels
+
+
+def _seed_mean_series(label: str, curves: Sequence[Sequence[dict[str, Any]]], key: str) -> Series:
+    import statistics
+
+    epochs = sorted({p["epoch"] for c in curves for p in c})
+    ys, lows, highs = [], [], []
+    for e in epochs:
+        values = [p[key]["value"] for c in curves for p in c if p["epoch"] == e and p.get(key)]
+        if not values:
+            ys.append(None), lows.append(None), highs.append(None)
+            continue
+        mean = statistics.fmean(values)
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        ys.append(mean), lows.append(mean - sd), highs.append(mean + sd)
+    return Series(label, epochs, ys, lows, highs)
+
+
+def _seed_text(s: dict[str, Any] | None) -> str:
+    if not s:
+        return "-"
+    sd = "-" if s.get("std") is None else format_number(s["std"])
+    return f"{format_number(s['mean'])} +/- {sd} [{format_number(s['min'])}, {format_number(s['max'])}]"
+
+
+def _moving_average(values: Sequence[float | None], window: int = 0) -> list[float | None]:
+    vals = [v for v in values]
+    window = window or max(3, len(vals) // 25)
+    out: list[float | None] = []
+    for i in range(len(vals)):
+        chunk = [v for v in vals[max(0, i - window + 1): i + 1] if v is not None]
+        out.append(sum(chunk) / len(chunk) if chunk else None)
+    return out
+
+
+def _empty_panel(title: str) -> HeatmapPanel:
+    return HeatmapPanel(title + " (no judged samples)", [[None]], [""], [""], [[""]])
+
