@@ -166,6 +166,8 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str], cls: type | 
 def _check_path(cls: type, keys: list[str]) -> None:
     current: Any = cls
     for i, key in enumerate(keys):
+        if get_origin(current) is dict or current is dict or current is Any:
+            return  # free-form mapping (e.g. method_options): any sub-key is the user's to choose
         if not dataclasses.is_dataclass(current):
             raise ConfigError(f"override '{'.'.join(keys)}': '{'.'.join(keys[:i])}' has no sub-keys")
         names = [f.name for f in dataclasses.fields(current)]

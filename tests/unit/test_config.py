@@ -79,3 +79,16 @@ def test_override_needs_equals():
 def test_unknown_shipped_config_name():
     with pytest.raises(ConfigError, match="no config 'emt/quikstart'"):
         load_config(Top, "emt/quikstart")
+
+
+@dataclass
+class WithOptions:
+    options: dict = field(default_factory=dict)
+    train: Train = field(default_factory=Train)
+
+
+def test_dotted_override_into_a_free_form_mapping():
+    cfg = load_config(WithOptions, None, ["options.r=16", "options.preset=llava15"])
+    assert cfg.options == {"r": 16, "preset": "llava15"}
+    with pytest.raises(ConfigError, match="Did you mean 'lr'"):
+        load_config(WithOptions, None, ["train.lrr=1"])
