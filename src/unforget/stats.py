@@ -701,8 +701,10 @@ def _needed_n_for_observed_effect(test: PairedTest, power: float) -> int | None:
         if b == c:
             return None
         # The observed change and discordance; p_before/p_after only enter through their difference.
+        # |c - b| <= b + c always; clamp so rounding of (c - b) / n never makes the discordance look too small
+        delta = (c - b) / n
         return required_sample_size(
-            test.before.value, test.before.value + (c - b) / n, discordance=(b + c) / n,
+            test.before.value, test.before.value + delta, discordance=min(1.0, max((b + c) / n, abs(delta)) + 1e-9),
             alpha=test.alpha, power=power,
         )
     if test.sd_of_differences is not None and test.delta.value != 0 and test.sd_of_differences > 0:

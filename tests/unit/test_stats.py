@@ -540,3 +540,14 @@ def test_estimate_json_round_trip_and_format():
     json.dumps(data, allow_nan=False)
     assert math.isnan(Estimate.from_dict(data).high)
     assert est.negated() == Estimate(value=-0.8125, low=-0.84, high=-0.77, n=400, method="wilson")
+
+
+def test_claim_not_significant_with_one_sided_discordance_gives_needed_n():
+    """10/20 -> 11/20 with a single changed sample: 'not shown', and a sample size, never an error."""
+    from unforget.stats import check_claim, mcnemar_exact
+
+    before = [1] * 10 + [0] * 10
+    after = [1] * 11 + [0] * 9
+    verdict = check_claim("accuracy rises", mcnemar_exact(before, after), expect="positive")
+    assert verdict.verdict == "not shown"
+    assert verdict.needed_n is not None and verdict.needed_n > 20

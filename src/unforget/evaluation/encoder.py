@@ -119,6 +119,8 @@ def zero_shot_accuracy(encoder: str, ds: ImageDataset, split: str = "test", limi
 def vision_features(lm: LoadedModel, images: Sequence[Any], batch_size: int = 64) -> np.ndarray:
     """Frozen features of the MLLM's vision tower at the layer the model feeds its projector (mean over patches)."""
     model = lm.model
+    get_base = getattr(model, "get_base_model", None)  # a peft-wrapped model: look inside
+    model = get_base() if callable(get_base) else model
     inner = getattr(model, "model", model)
     tower = getattr(inner, "vision_tower", None) or getattr(model, "vision_tower", None)
     if tower is None:

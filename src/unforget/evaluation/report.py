@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import subprocess
+from pathlib import Path
 from typing import Any
 
 from ..config import to_dict
@@ -19,7 +20,7 @@ def run_info() -> dict[str, Any]:
 
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             timeout=5, check=False).stdout.strip() or None
+                             timeout=5, check=False, cwd=Path(__file__).parent).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         sha = None
     return {

@@ -551,30 +551,7 @@ def _per_dataset_details(run: EmtRun, before: dict[str, list[dict]], after: dict
 def _check(claim: str, before: list[bool], after: list[bool], alpha: float, expect: str, subject: str,
            delta_of: str) -> ClaimCheck:
     test: PairedTest = replace(mcnemar_exact(before, after, alpha=alpha), delta_of=delta_of)
-    try:
-        return check_claim(claim, test, expect, subject=subject)  # type: ignore[arg-type]
-    except ConfigError:
-        # check_claim's sample-size step rejects, by float rounding, a change whose discordant samples all go one
-        # way (b = 0 or c = 0: |p_after - p_before| == discordance); check without it and size the sample here.
-        assert test.before is not None and test.after is not None
-        verb = "rose" if test.after.value > test.before.value else "fell"
-        check = check_claim(claim, replace(test, before=None, after=None), expect,  # type: ignore[arg-type]
-                            subject=f"{subject} {verb} from {test.before} to {test.after}")
-        needed = _needed_n(test) if check.verdict == "not shown" and "other way" not in check.evidence else None
-        evidence = check.evidence
-        if needed is not None:
-            evidence += f"; about {needed:,} paired samples would show an effect of this size with 80% power"
-        return replace(check, test=test, needed_n=needed, evidence=evidence)
-
-
-def _needed_n(test: PairedTest, power: float = 0.8) -> int | None:
-    n = test.delta.n
-    discordance = (test.n_discordant_b + test.n_discordant_c) / n
-    p_before, p_after = test.before.value, test.after.value  # type: ignore[union-attr]
-    if p_before == p_after:
-        return None
-    return required_sample_size(p_before, p_after, discordance=max(discordance, abs(p_after - p_before)),
-                                alpha=test.alpha, power=power)
+    return check_claim(claim, test, expect, subject=subject)  # type: ignore[arg-type]
 
 
 def _claim_early_helps(run: EmtRun, arm: Arm) -> dict[str, Any]:

@@ -98,6 +98,12 @@ def eval_config(cfg: EmtConfig) -> EvalConfig:
     return replace(cfg.eval, model=cfg.model, leak_labels=leak)
 
 
+def epoch_eval_config(ev: EvalConfig) -> EvalConfig:
+    """After each epoch: the same evaluation without the encoder baselines (the vision tower is frozen by every
+    method but ``full`` with freeze_vision_tower=false, so the base model's baselines hold)."""
+    return replace(ev, baselines=[])
+
+
 def run_emt(cfg: EmtConfig, progress: ProgressFn | None = None) -> Path:
     out = Path(cfg.out or Path("runs") / "emt" / cfg.name)
     root = RunDir(out)
@@ -120,7 +126,7 @@ def run_emt(cfg: EmtConfig, progress: ProgressFn | None = None) -> Path:
             if sub.is_done():
                 log.info("%s: done, skipped", folder.name)
                 continue
-            _run_arm(cfg, arm, seed, sub, ev, progress)
+            _run_arm(cfg, arm, seed, sub, epoch_eval_config(ev), progress)
             sub.mark_done()
 
     from ..reports.emt import write_emt_report
