@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import __version__
 from ..config import read_yaml
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 from ..runs import atomic_write_json, read_json, read_jsonl
 from ..stats import (
     ClaimCheck,
@@ -40,7 +40,6 @@ from ..stats import (
     forgetting_delta,
     json_float,
     mcnemar_exact,
-    required_sample_size,
     seed_summary,
     wilson_interval,
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from ..registry import Registry
 
@@ -19,4 +19,4 @@ class Study:
     description: str = ""
 
 
-STUDIES: Registry[Study] = Registry("study", modules=("unforget.studies.emt",))
+STUDIES: Registry[Study] = Registry("study", modules=("unforget.studies.emt", "unforget.studies.twobytwo"))
