@@ -134,12 +134,25 @@ class ImageDataset:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def question_for(self, sample: Sample, template: int | str = 0) -> str:
-        """The prompt text of ``sample``: its own question (VQA) or the dataset template (classification)."""
+    def question_for(self, sample: Sample, template: int | str | None = None) -> str:
+        """The prompt text of ``sample``. Classification: the dataset template (``None``: the first, EMT-style one).
+        VQA: the sample's own question, followed by answer-format instruction ``template`` when one is given
+        (LLaVA's "Answer the question using a single word or phrase."); ``None``: the bare question."""
         if sample.question:
-            return sample.question
-        tpl = self.templates[template] if isinstance(template, int) else template
-        return tpl.format(classes=", ".join(self.class_names), n=len(self.class_names))
+            if template is None or not self.templates:
+                return sample.question
+            return f"{sample.question} {self._format_template(template)}"
+        return self._format_template(0 if template is None else template)
+
+    def _format_template(self, template: int | str) -> str:
+        if isinstance(template, int):
+            if not self.templates:
+                raise DataError(f"dataset '{self.name}' has no prompt templates; add some to its dataset YAML")
+            if not -len(self.templates) <= template < len(self.templates):
+                raise DataError(f"template {template} is out of range: dataset '{self.name}' has "
+                                f"{len(self.templates)} templates")
+            template = self.templates[template]
+        return template.format(classes=", ".join(self.class_names), n=len(self.class_names))
 
     def reference(self, sample: Sample) -> str:
         """The reference answer text of ``sample``."""
