@@ -28,6 +28,9 @@ def tiny_llava(seed: int = 0, text_hidden: int = 32):
     return LlavaForConditionalGeneration(config)
 
 
+PROJECTOR = "multi_modal_projector.linear_1.weight"
+
+
 @pytest.fixture(scope="module")
 def base_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ckpt") / "base"
@@ -98,6 +101,21 @@ def test_projector_only_checkpoint_completes_with_the_base(tmp_path, base_folder
     assert set(result.patch.tensors) == {"multi_modal_projector.linear_1.weight"}
 
 
+def test_training_checkpoint_folder_ignores_optimizer_and_rng_files(tmp_path, base_folder):
+    base = open_checkpoint(base_folder)
+    folder = tmp_path / "epoch-1"
+    folder.mkdir()
+    weight = torch.randn(base.info(PROJECTOR).shape)
+    save_file({"model." + PROJECTOR: weight}, folder / "projector.safetensors")
+    save_file({"state.0.exp_avg": torch.zeros(3)}, folder / "optimizer.safetensors")
+    save_file({"torch": torch.zeros(4, dtype=torch.uint8)}, folder / "rng_state_0.safetensors")
+    checkpoint = open_checkpoint(folder, base=base)
+    assert checkpoint.changed_keys() == [PROJECTOR] and torch.equal(checkpoint.get(PROJECTOR), weight)
+    save_file({"model." + PROJECTOR: weight}, folder / "second.safetensors")
+    with pytest.raises(ModelLoadError, match="several weight files"):
+        open_checkpoint(folder, base=base)
+
+
 def _peft_model(base_folder, **lora_options):
     from peft import LoraConfig, get_peft_model
     from transformers import LlavaForConditionalGeneration
@@ -111,11 +129,12 @@ def _peft_model(base_folder, **lora_options):
 @pytest.mark.parametrize(
     "options",
     [
-        dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "linear_1"]),
+        dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "linear_1", "embed_tokens"]),
+        dict(r=2, lora_alpha=3, target_modules=["linear_1"], lora_bias=True),
         dict(r=4, lora_alpha=16, use_rslora=True, target_modules=["up_proj", "o_proj"],
              alpha_pattern={"o_proj": 2}, modules_to_save=["linear_2"]),
     ],
-    ids=["plain", "rslora-alpha-pattern-modules-to-save"],
+    ids=["plain-with-embedding", "lora-bias", "rslora-alpha-pattern-modules-to-save"],
 )
 def test_lora_adapter_merge_equals_peft_merge_and_unload(tmp_path, base_folder, options):
     peft_model = _peft_model(base_folder, **options)
@@ -131,7 +150,8 @@ def test_lora_adapter_merge_equals_peft_merge_and_unload(tmp_path, base_folder, 
         assert torch.equal(lora.get(key), merged[name]), key
         if key not in changed:
             assert torch.equal(lora.get(key), base.get(key))
-    assert all(not torch.equal(lora.get(k), base.get(k)) for k in changed)  # the adapter really moves them
+    adapted = [k for k in changed if "linear_2" not in k]  # modules_to_save copies start equal to the base
+    assert adapted and all(not torch.equal(lora.get(k), base.get(k)) for k in adapted)
     if "modules_to_save" in options:
         assert "multi_modal_projector.linear_2.weight" in changed
 

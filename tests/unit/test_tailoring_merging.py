@@ -83,3 +83,23 @@ def test_option_ranges_are_checked():
         tailor(base, tuned, method="magnitude", sparsity=1.5)
     with pytest.raises(ConfigError, match="overlap"):
         tailor(base, tuned, method="magnitude", overlap="max")
+
+
+def test_default_modules_match_both_naming_schemes():
+    from unforget.tailoring import considered_keys
+
+    names = {
+        "language_model.model.layers.0.mlp.up_proj.weight": (4, 2),  # saved by transformers
+        "model.language_model.layers.1.mlp.up_proj.weight": (4, 2),  # in-memory names
+        "model.multi_modal_projector.linear_1.weight": (2, 2),
+        "language_model.model.layers.0.input_layernorm.weight": (4,),  # 1-D
+        "language_model.lm_head.weight": (8, 4),
+        "language_model.model.embed_tokens.weight": (8, 4),
+        "vision_tower.encoder.layers.0.mlp.fc1.weight": (2, 2),
+    }
+    checkpoint = StateDictCheckpoint({k: torch.zeros(s) for k, s in names.items()})
+    assert considered_keys(checkpoint) == sorted(list(names)[:3])
+    assert considered_keys(checkpoint, ["vision_tower"]) == ["vision_tower.encoder.layers.0.mlp.fc1.weight"]
+    assert len(considered_keys(checkpoint, ["language_model"], matrices_only=False)) == 5
+    with pytest.raises(ConfigError, match="list of name patterns"):
+        considered_keys(checkpoint, "vision_tower")

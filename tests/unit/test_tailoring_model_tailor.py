@@ -272,3 +272,31 @@ def test_summary_is_json_ready(tailored):
     assert set(summary["seconds"]) == {"calibrate", "score", "mask", "compensate", "merge", "write"}
     first = next(iter(summary["tensors"].values()))
     assert {"kept_fraction", "error_before", "error_after"} <= set(first)
+
+
+def test_lora_finetune_is_tailored_with_calibration_at_the_merged_weights(folders, calib, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlavaForConditionalGeneration
+
+    model = LlavaForConditionalGeneration.from_pretrained(folders / "base")
+    torch.manual_seed(5)
+    peft_model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, init_lora_weights=False,
+                                                  target_modules=["q_proj", "linear_1"]))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    result = tailor(folders / "base", tmp_path / "adapter", calib, sparsity=0.02)
+    # only adapted tensors changed, so only they can be grafted
+    assert result.patch.tensors and all(k.endswith(("q_proj.weight", "linear_1.weight")) for k in result.patch.tensors)
+    assert result.patch.size == round(0.02 * result.considered)
+    for key in result.patch.tensors:
+        stat = result.stats[key]
+        assert stat.error_after[0] <= stat.error_before[0]
+
+
+def test_per_task_calibration_sets_and_compensation_for_each_task(folders, calib):
+    tasks = [folders / "ft", folders / "ft2"]
+    result = tailor(folders / "base", tasks, [calib[:2], calib[2:]], sparsity=0.1, fusion=1.0)
+    for stat in result.stats.values():
+        assert len(stat.error_after) == 2
+        assert all(after < before for before, after in zip(stat.error_before, stat.error_after))
+    with pytest.raises(ConfigError, match="per-task sets for 2"):
+        tailor(folders / "base", tasks, [calib, calib, calib], sparsity=0.1, fusion=1.0)

@@ -18,6 +18,7 @@ from ..errors import ConfigError
 from ..registry import Registry
 from .calibration import CalibrationStats
 from .checkpoints import Checkpoint
+from .keys import canonical_name
 from .patch import TensorPatch
 
 METHOD_MODULES = (
@@ -29,9 +30,9 @@ METHOD_MODULES = (
     "unforget.tailoring.dare",
 )
 
-# The language model's transformer blocks (both the saved ``language_model.model.layers`` and the
-# in-memory ``model.language_model.layers`` naming) and the multimodal projector.
-DEFAULT_MODULES: tuple[str, ...] = (r"language_model\.(?:model\.)?layers\.", r"multi_modal_projector\.")
+# The language model's transformer blocks and the multimodal projector (matched in either naming scheme:
+# saved ``language_model.model.layers.0...`` and in-memory ``model.language_model.layers.0...``).
+DEFAULT_MODULES: tuple[str, ...] = (r"language_model\.layers\.", r"multi_modal_projector\.")
 
 
 @dataclass
@@ -142,11 +143,12 @@ TAILORING_METHODS: Registry[TailoringMethod] = Registry("tailoring method", modu
 def considered_keys(
     checkpoint: Checkpoint, modules: Sequence[str] | None = None, *, matrices_only: bool = True
 ) -> list[str]:
-    """Base tensor names that match any of ``modules`` (regular expressions searched in the name; plain
+    """Base tensor names that match any of ``modules`` (regular expressions searched in the saved name or
+    in it without its ``model.`` parts, so ``language_model.layers`` works for both naming schemes; plain
     substrings work) and, with ``matrices_only``, are 2-D. Sorted, which fixes the tie-breaking order."""
-    patterns = list(DEFAULT_MODULES if modules is None else modules)
     if isinstance(modules, str):
         raise ConfigError(f"modules must be a list of name patterns, got the string '{modules}'")
+    patterns = list(DEFAULT_MODULES if modules is None else modules)
     try:
         compiled = [re.compile(p) for p in patterns]
     except re.error as exc:
@@ -154,7 +156,8 @@ def considered_keys(
     keys = [
         key
         for key in checkpoint.keys()
-        if any(p.search(key) for p in compiled) and (not matrices_only or len(checkpoint.info(key).shape) == 2)
+        if any(p.search(key) or p.search(canonical_name(key)) for p in compiled)
+        and (not matrices_only or len(checkpoint.info(key).shape) == 2)
     ]
     if not keys:
         examples = ", ".join(sorted(checkpoint.keys())[:4])

@@ -1,9 +1,10 @@
 """Calibration statistics at the fine-tuned weights: diagonal Fisher and layer-input Hessians.
 
-One pass over the task's calibration batches (``model(**batch).loss``, HF style) gives both:
+Passes over the task's calibration batches (``model(**batch).loss``, HF style) give:
 - the diagonal Fisher ``F = mean_b g_b**2`` (and the mean gradient for the optional first-order term),
   accumulated by post-accumulate-grad hooks so that full gradients never pile up;
-- ``H = 2 X X^T / n`` for every considered ``nn.Linear``, from forward hooks on its inputs (all tokens).
+- ``H = 2 X X^T / n`` for every considered ``nn.Linear``, from forward hooks on its inputs (all tokens),
+  in a second, forward-only pass.
 Statistics are keyed by the base checkpoint's tensor names and handed back on CPU.
 """
 
@@ -27,7 +28,8 @@ from .keys import match_keys
 log = logging.getLogger(__name__)
 
 Batch = Mapping[str, Any]
-ModelLoader = Callable[[Path], nn.Module]
+# base model folder (None for in-memory weights) -> a model whose outputs have .loss
+ModelLoader = Callable[[Path | None], nn.Module]
 
 
 @dataclass
@@ -210,7 +212,7 @@ def calibrate(
             "model_loader"
         )
     if model_loader is not None:
-        model = model_loader(base.folder) if base.folder is not None else model_loader(Path(base.source))
+        model = model_loader(base.folder)
     else:
         model = load_model_for_calibration(base.folder, dtype=dtype)
     model.to(device)
@@ -224,11 +226,17 @@ def calibrate(
             load_weights_into(model, checkpoint, sorted(changed))
             previous = changed
             log.info("calibrating task %d (%s)", task, checkpoint.source)
-            results.append(
-                collect_statistics(
-                    model, batches, parameter_names, fisher=fisher, first_order=first_order, hessians=hessians
-                )
-            )
+            batches = list(batches)
+            # Fisher (with backward) and Hessians (forward only) in separate passes: their memory peaks
+            # (a float32 copy of the considered weights vs in_features^2 per layer) then never add up.
+            stats = collect_statistics(model, batches, parameter_names, fisher=fisher, first_order=first_order,
+                                       hessians=False) if (fisher or first_order) else CalibrationStats()
+            if hessians:
+                layer_inputs = collect_statistics(model, batches, parameter_names, fisher=False, hessians=True)
+                stats.hessians = layer_inputs.hessians
+                stats.batches = layer_inputs.batches
+                stats.seconds += layer_inputs.seconds
+            results.append(stats)
     finally:
         del model
         gc.collect()

@@ -105,15 +105,7 @@ class SafetensorsCheckpoint(Checkpoint):
         self.source = str(path)
         if path.is_dir():
             self.folder = path
-            index = path / SAFETENSORS_INDEX
-            if index.is_file():
-                try:
-                    weight_map = json.loads(index.read_text())["weight_map"]
-                except (ValueError, KeyError) as exc:
-                    raise ModelLoadError(f"{index}: not a valid safetensors index ({exc})") from exc
-                files = sorted({path / name for name in weight_map.values()})
-            else:
-                files = sorted(path.glob("*.safetensors"))
+            files = _weight_files(path)
         else:
             files = [path]
         if not files:
@@ -153,6 +145,29 @@ class SafetensorsCheckpoint(Checkpoint):
         if len(shape) == 0 or shape[0] == 0:
             return self.get(key).reshape(-1)
         return torch.cat([piece[0:1].reshape(-1), piece[shape[0] - 1 : shape[0]].reshape(-1)])
+
+
+# Safetensors files that training folders keep next to the weights (optimizer, RNG state) or that hold a patch.
+_NOT_WEIGHTS = re.compile(r"^(optimizer|rng_state|scheduler|patch)([._-].*)?\.safetensors$")
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    """The weight files of a folder: the shards its index lists, ``model.safetensors``, or its only other
+    safetensors file (e.g. ``projector.safetensors`` of a projector-only checkpoint)."""
+    index = folder / SAFETENSORS_INDEX
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (ValueError, KeyError) as exc:
+            raise ModelLoadError(f"{index}: not a valid safetensors index ({exc})") from exc
+        return sorted({folder / name for name in weight_map.values()})
+    if (folder / "model.safetensors").is_file():
+        return [folder / "model.safetensors"]
+    candidates = sorted(p for p in folder.glob("*.safetensors") if not _NOT_WEIGHTS.match(p.name))
+    if len(candidates) > 1:
+        names = ", ".join(p.name for p in candidates)
+        raise ModelLoadError(f"{folder} holds several weight files ({names}) and no {SAFETENSORS_INDEX}; pass the file")
+    return candidates
 
 
 class StateDictCheckpoint(Checkpoint):
@@ -229,7 +244,8 @@ class LoraCheckpoint(Checkpoint):
     Reproduces peft's ``LoraLayer.get_delta_weight`` + ``merge``: ``delta = (B @ A) * scaling`` (transposed
     for ``fan_in_fan_out``; computed in float32 for half-precision factors, as peft does on CPU), with
     ``scaling = alpha / r`` (``alpha / sqrt(r)`` with rsLoRA, per-module ``alpha_pattern``), then
-    ``W += delta``. ``modules_to_save`` tensors replace the base's.
+    ``W += delta``. ``modules_to_save`` tensors (and embedding weights saved with an embedding LoRA)
+    replace the base's.
     """
 
     def __init__(self, base: Checkpoint, adapter_folder: str | Path, *, allow_pickle: bool = False):
@@ -254,7 +270,7 @@ class LoraCheckpoint(Checkpoint):
                     "(model.merge_and_unload(); save_pretrained) and pass the merged folder"
                 )
         tensors = _read_adapter_tensors(folder, allow_pickle=allow_pickle)
-        alpha = float(config.get("lora_alpha", config.get("r", 8)))
+        alpha = float(config.get("lora_alpha", 8))  # peft's default
         alpha_pattern: dict[str, float] = config.get("alpha_pattern") or {}
         rslora = bool(config.get("use_rslora", False))
         fan_in_fan_out = bool(config.get("fan_in_fan_out", False))
@@ -279,7 +295,9 @@ class LoraCheckpoint(Checkpoint):
                     "merge it with peft (merge_and_unload) and pass the merged folder"
                 )
             else:
-                overrides[key] = tensor  # modules_to_save: a full replacement of the base tensor
+                # modules_to_save copies, and embedding weights peft saves next to an embedding LoRA
+                # (``embed_tokens.base_layer.weight``): full replacements of the base tensor
+                overrides[key.replace(".base_layer.", ".")] = tensor
 
         targets = {module + ".weight": module for module in factors}
         targets.update({module + ".bias": module for module in bias_b})
@@ -329,9 +347,7 @@ class LoraCheckpoint(Checkpoint):
         return self.base.info(key)
 
     def get(self, key: str) -> torch.Tensor:
-        if key in self._overrides:
-            return self._overrides[key]
-        weight = self.base.get(key)
+        weight = self._overrides[key] if key in self._overrides else self.base.get(key)
         if key in self._lora:
             weight = weight.clone()
             weight += self.delta(key)
@@ -407,7 +423,7 @@ def _open_plain(path: Path, *, allow_pickle: bool) -> Checkpoint:
     if not path.exists():
         raise ModelLoadError(f"{path} does not exist")
     if path.is_dir():
-        if (path / SAFETENSORS_INDEX).is_file() or any(path.glob("*.safetensors")):
+        if _weight_files(path):
             return SafetensorsCheckpoint(path)
         pickles = _pickle_files(path)
         if pickles:

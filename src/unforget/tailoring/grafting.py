@@ -16,7 +16,7 @@ import torch
 
 from ..errors import ConfigError
 from .base import MethodOutput, TailorJob, TensorStats
-from .compensation import compensate, output_error
+from .compensation import Solver, compensate, output_error
 from .patch import TensorPatch
 from .selection import TopKSelector, topk_mask, topk_threshold
 
@@ -32,6 +32,7 @@ class GraftingPlan:
     per_layer: bool = False
     compensate: bool = False
     damp: float = 0.01
+    solver: Solver = "exact"
     compensation_block_size: int = 128
 
 
@@ -110,7 +111,8 @@ def _compensated(
         return grafted, None, None
     with job.seconds.timing("compensate"):
         hessian = hessian.to(finetuned.device)
-        new = compensate(finetuned, base, mask, hessian, damp=plan.damp, block_size=plan.compensation_block_size)
+        new = compensate(finetuned, base, mask, hessian, damp=plan.damp, solver=plan.solver,
+                         block_size=plan.compensation_block_size)
         before = output_error(grafted, finetuned, hessian)
         after = output_error(new, finetuned, hessian)
     return new, before, after

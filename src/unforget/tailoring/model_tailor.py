@@ -3,10 +3,11 @@ the pre-trained model, chosen by fused salience and sensitivity, then compensate
 
 Reference settings follow the public code (didizhu-zju/Model-Tailor, llava/train/sparsegpt.py): salience
 and sensitivity fused 0.8 / 0.2 after per-row z-scores in 128-column blocks, damping 1% of the mean
-Hessian diagonal, 128-column compensation blocks. Differences from that code: sensitivity is the
-diagonal-Fisher estimate of the loss increase from reverting an entry (as the paper describes), the
-selection is exact over all considered tensors (or per tensor), and the compensation uses the OBS sign
-(see :mod:`unforget.tailoring.compensation`).
+Hessian diagonal. Differences from that code: sensitivity is the diagonal-Fisher estimate of the loss
+increase from reverting an entry (as the paper describes), the selection is exact over all considered
+tensors (or per tensor), and compensation solves for the whole mask at once by default (the reference's
+SparseGPT column sweep, with the OBS sign, is ``compensation_solver="sequential"``; see
+:mod:`unforget.tailoring.compensation`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 
 from ..errors import ConfigError
 from .base import TAILORING_METHODS, CalibrationNeeds, MethodOutput, TailoringMethod, TailorJob
+from .compensation import Solver
 from .grafting import GraftingPlan, Overlap, check_grafting_options, graft
 from .scores import Normalization, fused_score
 
@@ -28,7 +30,9 @@ class ModelTailorConfig:
     calibration inputs); ``overlap``: how tasks share an entry; ``per_layer``: top-k per tensor instead of
     over all; ``normalize`` / ``block_size``: z-scores per row in column blocks ("block"), per tensor, or
     raw ("none"); ``first_order``: add ``-g * delta`` to the sensitivity; ``damp``: Hessian damping as a
-    fraction of its mean diagonal."""
+    fraction of its mean diagonal; ``compensation_solver``: "exact" (whole-mask OBS optimum, never worse
+    than no compensation) or "sequential" (SparseGPT column sweep of the reference code, in blocks of
+    ``compensation_block_size`` columns)."""
 
     sparsity: float = 0.1
     fusion: float = 0.8
@@ -39,6 +43,7 @@ class ModelTailorConfig:
     block_size: int = 128
     first_order: bool = False
     damp: float = 0.01
+    compensation_solver: Solver = "exact"
     compensation_block_size: int = 128
 
     def validate(self) -> None:
@@ -49,6 +54,10 @@ class ModelTailorConfig:
             raise ConfigError(f"normalize must be 'block', 'tensor' or 'none', got '{self.normalize}'")
         if self.block_size < 2 or self.compensation_block_size < 1:
             raise ConfigError("block_size must be >= 2 and compensation_block_size >= 1")
+        if self.compensation_solver not in ("exact", "sequential"):
+            raise ConfigError(
+                f"compensation_solver must be 'exact' or 'sequential', got '{self.compensation_solver}'"
+            )
         if self.damp <= 0:
             raise ConfigError(f"damp must be > 0 (e.g. 0.01), got {self.damp}")
 
@@ -80,7 +89,8 @@ def run(job: TailorJob, config: ModelTailorConfig) -> MethodOutput:
 
     plan = GraftingPlan(
         sparsity=config.sparsity, overlap=config.overlap, per_layer=config.per_layer,
-        compensate=config.compensate, damp=config.damp, compensation_block_size=config.compensation_block_size,
+        compensate=config.compensate, damp=config.damp, solver=config.compensation_solver,
+        compensation_block_size=config.compensation_block_size,
     )
     return graft(job, plan, score)
 

@@ -49,23 +49,26 @@ def zscore(values: torch.Tensor, *, normalize: Normalization = "block", block_si
         return values
     matrix = as_matrix(values.float())
     if normalize == "tensor":
-        return _standardize(matrix.reshape(1, -1)).reshape(values.shape)
+        return _standardize(matrix.reshape(-1)).reshape(values.shape)
     if normalize != "block":
         raise ValueError(f"unknown normalisation '{normalize}' (block, tensor, none)")
+    rows, columns = matrix.shape
+    full = columns - columns % block_size
     out = torch.empty_like(matrix)
-    for start in range(0, matrix.shape[1], block_size):
-        out[:, start : start + block_size] = _standardize(matrix[:, start : start + block_size])
+    if full:  # all whole blocks at once: (rows, blocks, block_size)
+        blocks = matrix[:, :full].reshape(rows, full // block_size, block_size)
+        out[:, :full] = _standardize(blocks).reshape(rows, full)
+    if full < columns:
+        out[:, full:] = _standardize(matrix[:, full:])
     return out.reshape(values.shape)
 
 
-def _standardize(block: torch.Tensor) -> torch.Tensor:
-    """Per-row z-score (unbiased std, as torch.std); a row with zero spread maps to zeros."""
-    mean = block.mean(dim=1, keepdim=True)
-    if block.shape[1] < 2:
-        return torch.zeros_like(block)
-    std = block.std(dim=1, keepdim=True)
-    centered = block - mean
-    return torch.where(std > 0, centered / torch.where(std > 0, std, 1.0), torch.zeros_like(block))
+def _standardize(groups: torch.Tensor) -> torch.Tensor:
+    """z-score along the last dimension (unbiased std, as torch.std); a group with no spread maps to zeros."""
+    if groups.shape[-1] < 2:
+        return torch.zeros_like(groups)
+    std, mean = torch.std_mean(groups, dim=-1, keepdim=True)
+    return torch.where(std > 0, (groups - mean) / torch.where(std > 0, std, 1.0), torch.zeros_like(groups))
 
 
 def fused_score(
