@@ -61,6 +61,22 @@ class CandidateTrie:
         has_child = sorted({p for p in self.parent if p >= 0})
         return has_child
 
+    def score_index(self, nodes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Where each candidate's tokens are scored, as (K, L) tensors (paths padded to the longest, L): the
+        output row (0: the prefix's last position, 1 + i: fed node ``nodes[i]``), the token, and which entries
+        are real. Lets one gather score every candidate at once."""
+        index = {n: i + 1 for i, n in enumerate(nodes)}
+        longest = max((len(p) for p in self.paths), default=0)
+        rows = torch.zeros(len(self.paths), longest, dtype=torch.long)
+        tokens = torch.zeros(len(self.paths), longest, dtype=torch.long)
+        valid = torch.zeros(len(self.paths), longest, dtype=torch.bool)
+        for k, path in enumerate(self.paths):
+            for d, node in enumerate(path):
+                rows[k, d] = 0 if self.parent[node] < 0 else index[self.parent[node]]
+                tokens[k, d] = self.token[node]
+                valid[k, d] = True
+        return rows, tokens, valid
+
     def ancestor_mask(self, nodes: Sequence[int]) -> torch.Tensor:
         """(M, M) bool: fed node a may attend to fed node b when b is a itself or an ancestor of a."""
         index = {n: i for i, n in enumerate(nodes)}
@@ -115,10 +131,13 @@ def _score_tree(lm: LoadedModel, images, prompts, trie: CandidateTrie) -> np.nda
     attn = enc["attention_mask"]
     positions = (attn.cumsum(-1) - 1).clamp(min=0)
     prefix = model(**enc, position_ids=positions, use_cache=True, logits_to_keep=1)
-    first = torch.log_softmax(prefix.logits[:, -1].float(), dim=-1)  # (B, V): scores depth-1 tokens
+    first = prefix.logits[:, -1].float()  # (B, V): scores depth-1 tokens
     B, P = attn.shape
     nodes = trie.fed_nodes()
-    node_logp: dict[int, torch.Tensor] = {}
+    rows, tokens, valid = (t.to(attn.device) for t in trie.score_index(nodes))
+    # log p = logit - logsumexp, gathered for the scored tokens only: no (B, M, V) log-softmax copy, and one
+    # gather instead of a Python loop over candidates (each step of which synchronised a GPU)
+    logp = first[:, tokens] - torch.logsumexp(first, dim=-1)[:, None, None]  # (B, K, L)
     if nodes:
         device = attn.device
         ids = torch.tensor([trie.token[n] for n in nodes], device=device).expand(B, -1)
@@ -133,17 +152,11 @@ def _score_tree(lm: LoadedModel, images, prompts, trie: CandidateTrie) -> np.nda
         mask[:, :, :, P:] = torch.where(trie.ancestor_mask(nodes).to(device), 0.0, neg).to(dtype)
         res = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=prefix.past_key_values,
                     use_cache=False)
-        logp = torch.log_softmax(res.logits.float(), dim=-1)  # (B, M, V)
-        for i, n in enumerate(nodes):
-            node_logp[n] = logp[:, i]
-    scores = torch.zeros(B, len(trie.paths))
-    for k, path in enumerate(trie.paths):
-        total = torch.zeros(B)
-        for node in path:
-            dist = first if trie.parent[node] < 0 else node_logp[trie.parent[node]]
-            total += dist[:, trie.token[node]].cpu()
-        scores[:, k] = total
-    return scores.numpy()
+        node_logits = res.logits.float()  # (B, M, V)
+        node_rows = (rows - 1).clamp(min=0)
+        from_nodes = node_logits[:, node_rows, tokens] - torch.logsumexp(node_logits, dim=-1)[:, node_rows]
+        logp = torch.where(rows > 0, from_nodes, logp)
+    return torch.where(valid, logp, 0.0).sum(-1).cpu().numpy()
 
 
 @torch.inference_mode()
