@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,40 +21,85 @@ FORMATS: Registry[DatasetLoader] = Registry("dataset format", modules=("unforget
 
 @dataclass(frozen=True)
 class DatasetRef:
-    """A parsed dataset reference: a registered name, ``format:path``, or a dataset YAML file."""
+    """A parsed dataset reference: a registered name, ``format:path``, or a dataset YAML file, each optionally
+    followed by loader options as a query, ``scenes-vqa?qtypes=colour`` or ``easy-vqa?qtypes=shape,colour&n_test=500``.
+
+    ``ref`` is the reference as written; a dataset loaded with options is named by it, so that two subsets of one
+    base set (two cells of a study) keep their records apart."""
 
     name: str
     format: str | None = None
     path: str | None = None
     options: tuple[tuple[str, Any], ...] = ()
+    ref: str = ""
+
+
+# key=value pairs joined by '&' after the last '?'; values are YAML scalars or flow lists ("a,b" stays a string)
+_QUERY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=[^&]*(?:&[A-Za-z_][A-Za-z0-9_]*=[^&]*)*")
+
+
+def split_query(ref: str) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """``"easy-vqa?qtypes=shape,colour&n_test=500"`` -> ``("easy-vqa", (("qtypes", "shape,colour"), ("n_test", 500)))``.
+
+    Values are parsed with ``yaml.safe_load`` (``500`` is an int, ``[1, 2]`` a tuple, ``shape,colour`` a string).
+    A reference without ``?`` has no options; an existing file whose name holds a ``?`` is taken as it is."""
+    if "?" not in ref or Path(ref).exists():
+        return ref, ()
+    base, query = ref.rsplit("?", 1)
+    if not base or not _QUERY.fullmatch(query):
+        raise DataError(f"dataset reference '{ref}': options after '?' must be key=value pairs joined by '&', "
+                        "e.g. scenes-vqa?qtypes=colour or easy-vqa?qtypes=shape,colour&n_test=500")
+    options: dict[str, Any] = {}
+    for pair in query.split("&"):
+        key, raw = pair.split("=", 1)
+        if key in options:
+            raise DataError(f"dataset reference '{ref}': option '{key}' is given twice")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        options[key] = tuple(value) if isinstance(value, list) else value
+    return base, tuple(options.items())
 
 
 def parse_dataset_ref(ref: str) -> DatasetRef:
-    if ref.endswith((".yaml", ".yml")) and Path(ref).is_file():
-        return DatasetRef(name=Path(ref).stem, format="yaml", path=ref)
-    if ":" in ref:
-        fmt, path = ref.split(":", 1)
+    base, options = split_query(ref)
+    if base.endswith((".yaml", ".yml")) and Path(base).is_file():
+        return DatasetRef(name=Path(base).stem, format="yaml", path=base, options=options, ref=ref)
+    if ":" in base:
+        fmt, path = base.split(":", 1)
         if fmt in FORMATS:
-            return DatasetRef(name=Path(path).name or fmt, format=fmt, path=path)
+            return DatasetRef(name=Path(path).name or fmt, format=fmt, path=path, options=options, ref=ref)
         if len(fmt) > 1:  # not a Windows drive letter
             raise DataError(
                 f"unknown dataset format '{fmt}' in '{ref}'.{did_you_mean(fmt, FORMATS.names())} "
                 f"Formats: {', '.join(FORMATS.names())}."
             )
-    return DatasetRef(name=ref)
+    return DatasetRef(name=base, options=options, ref=ref)
 
 
 def load_dataset(ref: str, **options: Any) -> ImageDataset:
     """Load a dataset by registered name (``digits``), ``format:path`` (``imagefolder:/data/mini``)
-    or a dataset YAML file (keys: name, format, path, templates, synonyms, class_names, options)."""
+    or a dataset YAML file (keys: name, format, path, templates, synonyms, class_names, options).
+
+    Loader options come from the reference's query (``scenes-vqa?qtypes=colour``) and from ``options``; a key given
+    both ways must have the same value. A dataset loaded with query options is named by the full reference."""
     parsed = parse_dataset_ref(ref)
+    for key, value in parsed.options:
+        if key in options and options[key] != value:
+            raise DataError(f"dataset '{ref}': option '{key}' is {value!r} in the reference and {options[key]!r} "
+                            "in the call; give it once")
+    options = {**dict(parsed.options), **options}
     if parsed.format == "yaml":
-        return _load_yaml(Path(parsed.path or ""), **options)
-    if parsed.format is not None:
+        ds = _load_yaml(Path(parsed.path or ""), **options)
+    elif parsed.format is not None:
         ds = FORMATS.get(parsed.format)(parsed.path, **options)
+        ds.check_labels()
     else:
         ds = DATASETS.get(parsed.name)(**options)
-    ds.check_labels()
+        ds.check_labels()
+    if parsed.options:
+        ds.name = ref
     return ds
 
 

@@ -31,7 +31,8 @@ class ReportKind:
     description: str = ""
 
 
-REPORTS: Registry[ReportKind] = Registry("report", modules=("unforget.reports.emt", "unforget.reports.eval_run"))
+REPORTS: Registry[ReportKind] = Registry("report", modules=("unforget.reports.emt", "unforget.reports.eval_run",
+                                                                  "unforget.reports.twobytwo"))
 
 
 def detect_report_kind(run_dir: str | Path) -> ReportKind:

@@ -24,10 +24,18 @@ class TrainDataConfig:
     template: int | str = 0  # index of the dataset's prompt template, or "round-robin" over all of them
     classes: list[int] | None = None  # keep only samples with these labels (classification sets)
     shuffle: bool = True
+    # data-hybrid training (training/mixing.py; LLaMA-Factory's names): how the datasets are combined
+    mix_strategy: Literal["concat", "interleave_under", "interleave_over"] = "concat"
+    interleave_probs: list[float] | None = None  # each dataset's share of the mix (interleave_*); None: equal
+    budget: int | None = None  # training examples per epoch after mixing; None: what the strategy gives
+    mix_by: Literal["sample", "batch"] = "sample"  # batch: every batch comes from one dataset
 
     def validate(self) -> None:
         if not self.datasets:
             raise ConfigError("data.datasets is empty: name at least one dataset (--datasets digits)")
+        from .mixing import check_mixing
+
+        check_mixing(self)
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"data.limit must be >= 1, got {self.limit}")
         if isinstance(self.template, str) and self.template != ROUND_ROBIN:

@@ -18,6 +18,7 @@ from ..errors import ConfigError, DataError
 from ..models.loading import LoadedModel
 from .config import ROUND_ROBIN, TrainDataConfig
 from .examples import Example, build_example
+from .mixing import SourceBatchSampler, mix_sources
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,9 @@ def question_of(ds: ImageDataset, sample: Sample, index: int, template: int | st
 
 
 def training_items(cfg: TrainDataConfig) -> tuple[list[TrainItem], dict[str, ImageDataset]]:
-    """All instructions of the training datasets, in dataset order, and the datasets by name."""
-    items: list[TrainItem] = []
+    """All instructions of the training datasets, in dataset order (mixed as ``cfg.mix_strategy`` says), and the
+    datasets by name."""
+    per_dataset: list[list[TrainItem]] = []
     datasets: dict[str, ImageDataset] = {}
     for ref in cfg.datasets:
         ds = load_dataset(ref)
@@ -70,8 +72,9 @@ def training_items(cfg: TrainDataConfig) -> tuple[list[TrainItem], dict[str, Ima
         if not samples:
             raise DataError(f"dataset '{ds.name}' split '{cfg.split}' has no sample to train on"
                             + (f" with classes {cfg.classes}" if cfg.classes is not None else ""))
-        items.extend(TrainItem(ds.name, s, question_of(ds, s, i, cfg.template), ds.reference(s))
-                     for i, s in enumerate(samples))
+        per_dataset.append([TrainItem(ds.name, s, question_of(ds, s, i, cfg.template), ds.reference(s))
+                            for i, s in enumerate(samples)])
+    items = mix_sources(per_dataset, cfg, names=[source[0].dataset for source in per_dataset])
     with_image = {it.sample.image is not None for it in items}
     if len(with_image) > 1:
         raise DataError("the training data mixes image and text-only samples, which cannot share a batch; "
@@ -113,6 +116,16 @@ class EpochShuffleSampler(torch.utils.data.Sampler[int]):
         self.seed = seed
         self.shuffle = shuffle
         self.epoch = 0
+
+    @classmethod
+    def for_items(cls, items: Sequence[TrainItem], cfg: TrainDataConfig, seed: int,
+                  batch_size: int) -> torch.utils.data.Sampler[int]:
+        """The sampler of a training set: this one, or with ``mix_by: batch`` and shuffling, one whose every
+        batch comes from one dataset (:class:`~unforget.training.mixing.SourceBatchSampler`)."""
+        if cfg.mix_by == "batch" and cfg.shuffle:
+            names = list(dict.fromkeys(it.dataset for it in items))
+            return SourceBatchSampler([names.index(it.dataset) for it in items], batch_size, seed)
+        return cls(len(items), seed, cfg.shuffle)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -237,7 +237,7 @@ def finetune(
 
     pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id
     dataset = InstructionDataset(LoadedModel(processor_only(), lm.processor, lm.family, lm.source), items)
-    sampler = EpochShuffleSampler(len(dataset), cfg.seed, cfg.data.shuffle)
+    sampler = EpochShuffleSampler.for_items(items, cfg.data, cfg.seed, cfg.batch_size)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
         collate_fn=functools.partial(collate_examples, pad_token_id=pad_id),
