@@ -35,6 +35,7 @@ class EvalConfig:
     limit: int | None = None  # first N samples per dataset (deterministic)
     batch_size: int = 16
     max_new_tokens: int = 16
+    caption_max_new_tokens: int = 48  # captioning sets (task caption) need whole sentences
     rank_normalise: Literal["sum", "mean"] = "sum"  # rank mode: sum or length-normalised log-likelihood
     leak_labels: list[str] = field(default_factory=list)  # datasets whose labels count as hallucinated answers
     skip_bad: bool = False  # record unreadable samples as skipped instead of stopping

@@ -15,6 +15,7 @@ from ..data import ImageDataset, Sample, load_dataset
 from ..errors import BadSampleError, ConfigError
 from ..models.loading import LoadedModel, load_model
 from ..runs import RunDir
+from .captioning import CaptionMetrics, caption_metrics, sample_references
 from .config import EvalConfig, ModelConfig
 from .generation import GenerationRequest, generate_answers
 from .judges.base import JUDGES, JudgeItem
@@ -29,7 +30,7 @@ ProgressFn = Callable[[str, int, int], None]  # (dataset, done, total)
 @dataclass
 class DatasetResult:
     dataset: str
-    metrics: ClassificationMetrics
+    metrics: ClassificationMetrics | CaptionMetrics  # caption sets: CIDEr-D and BLEU, accuracy None
     by_judge: dict[str, ClassificationMetrics] = field(default_factory=dict)
     judge_agreement: dict[str, float] = field(default_factory=dict)
     baselines: dict[str, Any] = field(default_factory=dict)  # "zero-shot" / "linear-probe" -> BaselineResult
@@ -138,6 +139,11 @@ def _predict_and_judge(cfg, lm, ds, todo, judges, leak_sets, appender, tag, on_p
         if not loaded:
             continue
         questions = [ds.question_for(s, cfg.template) for s, _ in loaded]
+        if ds.task == "caption":
+            records.extend(_caption_records(cfg, lm, ds, loaded, questions, appender, tag))
+            done += len(chunk)
+            on_progress(done)
+            continue
         if cfg.mode == "generate":
             answers = generate_answers(lm, [GenerationRequest(q, im) for q, (_, im) in zip(questions, loaded)],
                                        batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
@@ -176,11 +182,32 @@ def _predict_and_judge(cfg, lm, ds, todo, judges, leak_sets, appender, tag, on_p
     return records
 
 
+def _caption_records(cfg, lm, ds, loaded, questions, appender, tag) -> list[dict]:
+    """Caption sets: generate (no judge: captions are scored against all references as a set)."""
+    if cfg.mode != "generate":
+        raise ConfigError(f"dataset '{ds.name}' is a captioning set: evaluate it in generate mode, not {cfg.mode}")
+    answers = generate_answers(lm, [GenerationRequest(q, im) for q, (_, im) in zip(questions, loaded)],
+                               batch_size=cfg.batch_size, max_new_tokens=cfg.caption_max_new_tokens)
+    records = []
+    for (s, _), question, answer in zip(loaded, questions, answers):
+        rec = {**tag, "id": s.id, "dataset": ds.name, "split": cfg.split, "task": "caption", "question": question,
+               "answer": answer, "reference": ds.reference(s),
+               "references": sample_references(ds.reference(s), s.meta.get("captions") or s.meta.get("answers")),
+               "mode": cfg.mode}
+        records.append(rec)
+        if appender:
+            appender.write(rec)
+    return records
+
+
 def score_records(ds: ImageDataset, records: Sequence[dict], judge_names: Sequence[str],
                   leak_names: Sequence[str]) -> DatasetResult:
     """Metrics of one dataset from its records (also used by reports reading samples.jsonl)."""
     kept = [r for r in records if not r.get("skipped")]
     skipped = len(records) - len(kept)
+    if ds.task == "caption":
+        return DatasetResult(ds.name, caption_metrics([r["answer"] for r in kept], [r["references"] for r in kept],
+                                                      skipped=skipped))
     class_names = ds.class_names or sorted({r["reference"] for r in kept})
     refs = [r["reference"] for r in kept]
     ranks = [r.get("rank_of_reference") for r in kept] if kept and "rank_of_reference" in kept[0] else None

@@ -42,13 +42,27 @@ def print_eval_table(con: Any, result: EvalResult) -> None:
     kinds = sorted({k for r in result.results.values() for k in r.baselines})
     for col in ("dataset", "n", "MLLM accuracy", "interval", *kinds, "no-class", "top-1 share", "unjudged", "skipped"):
         table.add_column(col)
+    captions = {name: r for name, r in result.results.items() if r.metrics.accuracy is None}
     for name, r in result.results.items():
         m = r.metrics
+        if name in captions:
+            continue
         base = [f"{r.baselines[k].accuracy:.3f} [{r.baselines[k].accuracy_low:.2f}, {r.baselines[k].accuracy_high:.2f}]"
                 if k in r.baselines else "-" for k in kinds]
         table.add_row(name, str(m.n), f"{m.accuracy:.3f}", f"[{m.accuracy_low:.3f}, {m.accuracy_high:.3f}]", *base,
                       f"{m.no_class_rate:.3f}", f"{m.top1_share:.3f}", str(m.unjudged), str(m.skipped))
-    con.print(table)
+    if len(captions) < len(result.results):
+        con.print(table)
+    if captions:
+        caption_table = Table(title="captioning (95% bootstrap intervals)", title_justify="left")
+        for col in ("dataset", "n", "CIDEr-D", "BLEU-4", "empty", "skipped"):
+            caption_table.add_column(col)
+        for name, r in captions.items():
+            m = r.metrics
+            scores = (f"{m.cider:.3f} [{m.cider_low:.3f}, {m.cider_high:.3f}]",
+                      f"{m.bleu:.2f} [{m.bleu_low:.2f}, {m.bleu_high:.2f}]") if m.n else ("-", "-")
+            caption_table.add_row(name, str(m.n), *scores, f"{m.empty_rate:.3f}", str(m.skipped))
+        con.print(caption_table)
     for name, r in result.results.items():
         if r.judge_agreement:
             con.print(f"{name}: judge agreement " + ", ".join(f"{k} {v:.3f}" for k, v in r.judge_agreement.items()))

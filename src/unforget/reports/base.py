@@ -32,7 +32,8 @@ class ReportKind:
 
 
 REPORTS: Registry[ReportKind] = Registry("report", modules=("unforget.reports.emt", "unforget.reports.eval_run",
-                                                                  "unforget.reports.twobytwo"))
+                                                                  "unforget.reports.twobytwo",
+                                                                  "unforget.reports.tailor"))
 
 
 def detect_report_kind(run_dir: str | Path) -> ReportKind:

@@ -19,4 +19,5 @@ class Study:
     description: str = ""
 
 
-STUDIES: Registry[Study] = Registry("study", modules=("unforget.studies.emt", "unforget.studies.twobytwo"))
+STUDIES: Registry[Study] = Registry("study", modules=("unforget.studies.emt", "unforget.studies.twobytwo",
+                                                   "unforget.studies.tailor"))
