@@ -193,7 +193,7 @@ def time_call(fn: Callable[[], Any], device: str) -> tuple[float, Any]:
     return time.perf_counter() - t0, out
 
 
-def bench_model(name: str, lm: LoadedModel, args: argparse.Namespace) -> dict[str, Any]:
+def bench_model(name: str, lm: LoadedModel, args: argparse.Namespace, peaks: list[dict[str, Any]]) -> dict[str, Any]:
     cfg = lm.model.config
     device = args.device
     size = cfg.vision_config.image_size
@@ -247,7 +247,10 @@ def bench_model(name: str, lm: LoadedModel, args: argparse.Namespace) -> dict[st
 
     seconds: dict[str, list[float]] = {m: [] for m in [*modes, *naive_modes]}
     outputs: dict[str, Any] = {}
+    loads: list[tuple[float, ...]] = []
     for r in range(args.repeats):  # interleaved, so a change of machine load hits every mode alike
+        peaks.append(matmul_peak(device, args.peak_size, 3))  # the peak too, in every round
+        loads.append(_load_average())
         for mode, fn in modes.items():
             s, outputs[mode] = time_call(fn, device)
             seconds[mode].append(s)
@@ -317,6 +320,7 @@ def bench_model(name: str, lm: LoadedModel, args: argparse.Namespace) -> dict[st
         "tokenizer_size": len(tok),
         "results": results,
         "checks": checks,
+        "load_average_per_repeat": loads,
     }
 
 
@@ -353,6 +357,13 @@ def targets(ratio: dict[str, float], summary: dict[str, dict[str, Any]]) -> dict
     }
 
 
+def _load_average() -> tuple[float, ...]:
+    try:
+        return os.getloadavg()
+    except OSError:  # not on every OS
+        return ()
+
+
 def run_info(args: argparse.Namespace) -> dict[str, Any]:
     import transformers
 
@@ -387,10 +398,7 @@ def run_info(args: argparse.Namespace) -> dict[str, Any]:
         "date": dt.datetime.now().isoformat(timespec="seconds"),
         "command": " ".join(sys.argv),
     }
-    try:
-        info["load_average_start"] = os.getloadavg()
-    except OSError:
-        pass
+    info["load_average_start"] = _load_average()
     return info
 
 
@@ -434,14 +442,11 @@ def main(argv: list[str] | None = None) -> Path:
             lm = build_bench_model(args.device, synthetic_class_names(100))
         else:
             raise SystemExit(f"unknown model '{name}': use tiny-llava or bench")
-        per_model[name] = bench_model(name, lm, args)
+        per_model[name] = bench_model(name, lm, args, peaks)
         del lm
     peaks.append(matmul_peak(args.device, args.peak_size, 5))  # again at the end: the load may have changed
     peak = max(p["best_flops_per_s"] for p in peaks)
-    try:
-        info["load_average_end"] = os.getloadavg()
-    except OSError:
-        pass
+    info["load_average_end"] = _load_average()
     out_models = {}
     for name, data in per_model.items():
         if "skipped" in data:
