@@ -46,6 +46,8 @@ def test_study_runs_end_to_end_and_resumes_one_run(random_llava_dir, tmp_path):
     args = ["study", "2x2", "-c", str(config), "--out", str(out)]
     assert main(args) == 0
 
+    cells = json.loads((out / "cells.json").read_text())
+    assert all(c["dataset"] == c["ref"] for c in cells.values())  # references with options name their dataset
     for name in ["base", "replay/replay", *RUNS]:
         assert (out / name / "DONE").exists(), name
     assert len(read_jsonl(out / "base" / "samples.jsonl")) == 16  # 4 cells x 4 samples

@@ -244,3 +244,38 @@ def test_an_unfinished_run_is_noted(run_dir):
     (run_dir / "hybrid" / "r0.5" / "DONE").unlink()
     notes = summarise_twobytwo(run_dir)["notes"]
     assert notes == ["hybrid/r0.5: not finished (no DONE); its figures use the samples judged so far."]
+
+
+def test_records_are_matched_by_the_dataset_names_in_cells_json(run_dir):
+    before = summarise_twobytwo(run_dir)["runs"]
+    # the cells loaded under other names than their references (e.g. jsonl:/x/test.jsonl -> "test")
+    names = {ref: f"{ref}-name" for ref in CELLS.values()}
+    for path in run_dir.rglob("samples.jsonl"):
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        write_jsonl(path, [{**r, "dataset": names[r["dataset"]]} for r in rows])
+    (run_dir / "cells.json").write_text(json.dumps({k: {"ref": ref, "dataset": names[ref]} for k, ref in CELLS.items()}))
+    assert summarise_twobytwo(run_dir)["runs"] == before
+
+
+def test_cells_loading_under_one_name_are_rejected(tmp_path):
+    from PIL import Image
+
+    from unforget.runs import RunDir
+    from unforget.studies.twobytwo import write_cell_names
+
+    refs = []
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / folder / "1.png")
+        (tmp_path / folder / "test.jsonl").write_text('{"image": "1.png", "question": "q?", "answer": "x"}\n')
+        refs.append(f"jsonl:{tmp_path / folder / 'test.jsonl'}")
+    small = {"id_image_id_text": "scenes-vqa?qtypes=colour&n_train=1&n_test=1",
+             "ood_image_id_text": "easy-vqa?qtypes=colour&n_train=1&n_test=1"}
+    cfg = from_dict(TwoByTwoConfig, {"cells": {**small, "id_image_ood_text": refs[0], "ood_image_ood_text": refs[1]}})
+    with pytest.raises(ConfigError, match="same name"):
+        write_cell_names(cfg, RunDir(tmp_path / "run"))
+    cfg.cells.ood_image_ood_text = refs[1] + "?name=b"
+    names = write_cell_names(cfg, RunDir(tmp_path / "run"))
+    assert names["id_image_ood_text"] == "test" and names["ood_image_ood_text"] == refs[1] + "?name=b"
+    saved = json.loads((tmp_path / "run" / "cells.json").read_text())
+    assert saved["ood_image_ood_text"] == {"ref": refs[1] + "?name=b", "dataset": refs[1] + "?name=b"}

@@ -1,6 +1,7 @@
 """The 2x2 study's summary (metrics.json) and report, computed from its run folder only.
 
-Inputs (layout in :mod:`unforget.studies.twobytwo`): ``config.yaml``; ``base/samples.jsonl`` (epoch 0); per run
+Inputs (layout in :mod:`unforget.studies.twobytwo`): ``config.yaml``; ``cells.json`` (the dataset name each cell's
+records carry); ``base/samples.jsonl`` (epoch 0); per run
 ``spec.json`` (what it trains), ``samples.jsonl`` (its judged answers on the four cells), ``metrics.json``
 (trainable parameters, training sources) and ``DONE``.
 
@@ -107,9 +108,10 @@ def judged(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in records if not r.get("skipped") and r.get("correct") is not None]
 
 
-def _by_cell(records: Sequence[dict[str, Any]], cells: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
-    key_of = {ref: key for key, ref in cells.items()}
-    out: dict[str, list[dict[str, Any]]] = {key: [] for key in cells}
+def _by_cell(records: Sequence[dict[str, Any]], names: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """Records by cell; ``names``: cell -> the dataset name its records carry."""
+    key_of = {name: key for key, name in names.items()}
+    out: dict[str, list[dict[str, Any]]] = {key: [] for key in names}
     for r in records:
         key = key_of.get(r.get("dataset"))
         if key is not None:
@@ -128,6 +130,10 @@ def read_twobytwo_run(run_dir: str | Path) -> TwoByTwoRun:
     if missing:
         raise DataError(f"{config_path}: cells {missing} are not set; a 2x2 config names all four cells")
     cells = {k: str(cells_cfg[k]) for k in CELL_KEYS}
+    # records carry the loaded dataset's name, which the study wrote down per cell (the reference when options
+    # are given; a format reference without options loads under the file's or folder's name)
+    names_path = path / "cells.json"
+    names = {k: v["dataset"] for k, v in read_json(names_path).items()} if names_path.exists() else cells
     base_records = [r for r in read_jsonl(path / "base" / "samples.jsonl") if r.get("epoch", 0) == 0]
     if not base_records:
         raise DataError(f"{path / 'base' / 'samples.jsonl'} is missing or empty: the base model was not evaluated "
@@ -141,10 +147,10 @@ def read_twobytwo_run(run_dir: str | Path) -> TwoByTwoRun:
             spec = read_json(sub / "spec.json")
             metrics = read_json(sub / "metrics.json") if (sub / "metrics.json").exists() else None
             runs.append(RunRecords(name=f"{kind}/{sub.name}", spec=spec, metrics=metrics, done=(sub / "DONE").exists(),
-                                   records=_by_cell(read_jsonl(sub / "samples.jsonl"), cells)))
+                                   records=_by_cell(read_jsonl(sub / "samples.jsonl"), names)))
     runs.sort(key=lambda r: _plan_order(cfg, r))
     return TwoByTwoRun(path=path, config=cfg, cells=cells, alpha=float(cfg.get("alpha", 0.05)),
-                       margin=float(cfg.get("margin", 0.05)), base=_by_cell(base_records, cells),
+                       margin=float(cfg.get("margin", 0.05)), base=_by_cell(base_records, names),
                        base_done=(path / "base" / "DONE").exists(), runs=runs)
 
 

@@ -16,6 +16,7 @@ examples, by sample or by batch; see :mod:`unforget.training.mixing`).
 Run folder (``runs/2x2/<name>/``)::
 
     config.yaml                      the resolved study config
+    cells.json                       each cell's reference and the dataset name its records carry
     base/                            the base model on the four cells: samples.jsonl (epoch 0), metrics.json, DONE
     replay/<source>/                 the base model's answers on a replay source: replay.jsonl, images/, DONE
     sweep/<method>-lr<lr>-e<epochs>/ one sweep run: spec.json, train/, samples.jsonl, metrics.json, DONE
@@ -292,6 +293,7 @@ def run_twobytwo(cfg: TwoByTwoConfig, progress: ProgressFn | None = None) -> Pat
     out = Path(cfg.out or Path("runs") / "2x2" / cfg.name)
     root = RunDir(out)
     root.write_config(cfg)
+    write_cell_names(cfg, root)
     ev = eval_config(cfg)
     base_run = RunDir(out / "base")
     need_replay = {name: n for name, n in replay_counts_needed(cfg).items() if n > 0} if cfg.hybrid.enabled() else {}
@@ -328,6 +330,24 @@ def run_twobytwo(cfg: TwoByTwoConfig, progress: ProgressFn | None = None) -> Pat
 
     write_twobytwo_report(out)
     return out
+
+
+def write_cell_names(cfg: TwoByTwoConfig, root: RunDir) -> dict[str, str]:
+    """Cell -> the name its records carry (the loaded dataset's name), written to ``cells.json`` for the report.
+
+    Records are told apart by that name, so two cells loading under one name (two ``jsonl:.../test.jsonl`` files
+    are both named "test") are an error."""
+    names = {key: load_dataset(ref).name for key, ref in cfg.cells.refs().items()}
+    if len(set(names.values())) < len(names):
+        raise ConfigError(f"two cells load as datasets of the same name ({names}), so their answers could not be "
+                          "told apart; give each a distinct reference, e.g. jsonl:/data/task/test.jsonl?name=task")
+    for key, name in names.items():
+        if name != getattr(cfg.cells, key):
+            log.warning("cell %s loads as dataset '%s', not as its reference: an interrupted evaluation of it "
+                        "starts that cell over; add an option (?name=%s) to name it by its reference", key, name, name)
+    atomic_write_json(root.file("cells.json"), {key: {"ref": getattr(cfg.cells, key), "dataset": name}
+                                                for key, name in names.items()})
+    return names
 
 
 def _evaluated(run: RunDir, ev: EvalConfig) -> bool:
