@@ -95,7 +95,7 @@ def evaluate(
             t0 = time.perf_counter()
             ds = load_dataset(ds_name)
             samples = select_samples(ds, cfg.split, cfg.limit)
-            done = {r["id"]: r for r in existing if r["dataset"] == ds_name}
+            done = {r["id"]: r for r in existing if r["dataset"] == ds.name}
             todo = [s for s in samples if s.id not in done]
             records = [done[s.id] for s in samples if s.id in done]
             if progress:
