@@ -33,6 +33,7 @@ class ReportKind:
 
 REPORTS: Registry[ReportKind] = Registry("report", modules=("unforget.reports.emt", "unforget.reports.eval_run",
                                                                   "unforget.reports.twobytwo",
+                                                                  "unforget.reports.continual",
                                                                   "unforget.reports.tailor"))
 
 

@@ -46,6 +46,20 @@ class TrainDataConfig:
 
 
 @dataclass
+class RegularizerConfig:
+    """A penalty added to the training loss (training/regularizers.py: l2, ewc, lwf); ``name`` None: none."""
+
+    name: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # the regularizer's options (strength, data, ...)
+
+    def validate(self) -> None:
+        if self.name:
+            from .regularizers import REGULARIZERS
+
+            REGULARIZERS.get(self.name).parse_options(self.options)
+
+
+@dataclass
 class FinetuneConfig:
     """``unforget finetune``: one method on one or more datasets, checkpoints every epoch, resumable."""
 
@@ -68,6 +82,7 @@ class FinetuneConfig:
     save_every_steps: int | None = None  # also checkpoint every N optimizer steps (checkpoints/step-N)
     log_every_steps: int = 10  # console log interval; train_log.jsonl gets every step
     num_workers: int = 0  # DataLoader workers
+    regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)  # ewc / l2 / lwf penalty
     out: str | None = None  # run folder; None: runs/finetune/<model>-<method>-<time>. An existing one resumes.
 
     def validate(self) -> None:
@@ -89,4 +104,4 @@ class FinetuneConfig:
 # Keys whose change alters the trained weights: a run folder resumes only under the same values.
 RESUME_KEYS = ("model.name", "model.dtype", "model.adapter", "data", "method", "method_options", "lr", "epochs",
                "max_steps", "batch_size", "grad_accum", "lr_scheduler", "warmup_ratio", "weight_decay",
-               "max_grad_norm", "seed", "mixed_precision")
+               "max_grad_norm", "seed", "mixed_precision", "regularizer")

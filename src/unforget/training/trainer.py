@@ -49,6 +49,7 @@ from .config import RESUME_KEYS, FinetuneConfig
 from .data import EpochShuffleSampler, InstructionDataset, describe_items, processor_only, training_items
 from .examples import collate_examples
 from .methods.base import METHODS, count_parameters
+from .regularizers import build_regularizer
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +227,9 @@ def finetune(
              100.0 * trainable / max(total, 1), len(items), describe_items(items))
 
     resume = latest_checkpoint(run.path)
+    # built from the starting weights, before a resume loads the checkpoint's: the same anchor on every (re)start
+    regularizer = build_regularizer(cfg.regularizer, lm, cfg.data, run.path, resuming=resume is not None,
+                                    save=accelerator.is_main_process)
     if resume is not None:
         if resume.state.method != cfg.method:
             raise ConfigError(f"{resume.path} was written by method '{resume.state.method}', not '{cfg.method}'")
@@ -320,7 +324,10 @@ def finetune(
                 last_in_group = i == group_start + group_len - 1
                 sync = contextlib.nullcontext() if last_in_group else accelerator.no_sync(model)
                 with sync:
-                    loss = model(**batch, use_cache=False).loss
+                    outputs = model(**batch, use_cache=False)
+                    loss = outputs.loss
+                    if regularizer is not None:
+                        loss = loss + regularizer.penalty(batch, outputs)
                     mean_loss = accelerator.reduce(loss.detach().float(), reduction="mean")
                     if not torch.isfinite(mean_loss):
                         raise TrainingError(

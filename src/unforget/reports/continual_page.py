@@ -1,0 +1,209 @@
+"""The continual study's report page, built from the summary dict of
+:func:`unforget.reports.continual.summarise_continual` alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .document import (
+    BulletList,
+    Claim,
+    ClaimList,
+    Figure,
+    Paragraph,
+    Report,
+    Section,
+    Table,
+    format_estimate,
+    format_number,
+    format_p,
+)
+from .plots import BarSeries, HeatmapPanel, LinePanel, Series, bar_chart, colour_map, heatmap, line_plot
+
+SHARE_RANGE = (-0.03, 1.03)
+METRICS = (  # (key in ContinualEstimates.to_dict(), column title)
+    ("final_average_accuracy", "ACC"),
+    ("average_accuracy_over_time", "mean accuracy over time"),
+    ("backward_transfer", "BWT"),
+    ("forward_transfer", "FWT"),
+    ("average_forgetting", "forgetting"),
+)
+
+
+def build_continual_report(summary: dict[str, Any]) -> Report:
+    colours = colour_map([s["name"] for s in summary["strategies"]])
+    report = Report(title=f"Continual study: {summary['name']}", facts=_facts(summary))
+    report.sections.append(_claims_section(summary))
+    report.sections.append(_metrics_section(summary, colours))
+    report.sections.append(_matrix_section(summary))
+    report.sections.append(_over_time_section(summary, colours))
+    report.sections.append(_forgetting_section(summary))
+    report.sections.append(_training_section(summary))
+    if summary.get("notes"):
+        report.sections.append(Section("Notes", [BulletList(list(summary["notes"]))]))
+    return report
+
+
+def _task_labels(summary: dict[str, Any]) -> list[str]:
+    return [t.get("label") or t["ref"] for t in summary["tasks"]]
+
+
+def _facts(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    ev = summary.get("eval") or {}
+    train = summary.get("train") or {}
+    strategies = summary["strategies"]
+    complete = summary.get("base_done") and strategies and all(s["done"] for s in strategies)
+    return [
+        ("run folder", summary["run_dir"]),
+        ("model", str(summary.get("model"))),
+        ("tasks, in training order", " -> ".join(t["ref"] for t in summary["tasks"])),
+        ("strategies", ", ".join(f"{s['name']} ({s['strategy']})" for s in strategies)),
+        ("fine-tuning", f"{train.get('method')} {train.get('method_options') or ''}, lr {train.get('lr') or 'default'}"
+                        f", {train.get('epochs')} epoch(s), first {train.get('limit')} training samples per task"),
+        ("evaluated on", f"every task's {ev.get('split')} split after every task ({ev.get('mode')} mode, limit "
+                         f"{ev.get('limit')}, judges {ev.get('judges')})"),
+        ("significance", f"alpha = {summary['alpha']:g}; intervals at {summary['confidence']:.0%}; "
+                         f"{summary['n_resamples']} bootstrap resamples"),
+        ("status", "complete" if complete else "incomplete (see the notes at the end)"),
+    ]
+
+
+def _claims_section(summary: dict[str, Any]) -> Section:
+    intro = Paragraph(
+        "The paper's claim: regularised (few parameters, low learning rate) and data-hybrid (replay) training forget "
+        "less than naive sequential fine-tuning. Checked for every strategy against naive on the earlier tasks' test "
+        "samples, paired: per sample, forgetting = correct after its own task - correct after the last task; the "
+        f"strategies' means are compared with a paired bootstrap test at alpha = {summary['alpha']:g}. 'held': "
+        "significantly lower forgetting; 'not held': significantly higher; 'not shown': not significant. Marked "
+        "(paper) where the strategy is one the paper's claim is about.")
+    claims = summary["claims"]
+    blocks: list[Any] = [intro]
+    if not claims:
+        blocks.append(Paragraph("No strategy to compare with naive fine-tuning."))
+        return Section("Claims", blocks)
+    rows = []
+    for c in claims:
+        test = c.get("test") or {}
+        rows.append([c["arm"] + (" (paper)" if c.get("paper_claim") else ""), c["verdict"],
+                     f"{test.get('delta_of')} = {format_estimate(test.get('delta'))}" if test else "-",
+                     format_p(test.get("p_value")) if test else "-"])
+    blocks.append(Table(["strategy", "verdict", "forgetting difference [interval]", "p"], rows,
+                        "Negative differences: the strategy forgets less than naive."))
+    blocks.append(ClaimList([Claim.from_dict(c) for c in claims]))
+    return Section("Claims", blocks)
+
+
+def _metrics_section(summary: dict[str, Any], colours: dict[str, str]) -> Section:
+    blocks: list[Any] = [Paragraph(
+        "From the accuracy matrix R[i][j] (accuracy on task j after training task i; T tasks) and the base model's "
+        "accuracies b[j]: ACC = mean_j R[T-1][j]; mean accuracy over time = mean_i of the average accuracy on the "
+        "tasks seen after step i; BWT = mean_{j<T-1} (R[T-1][j] - R[j][j]) (negative: forgetting); FWT = "
+        "mean_{j>0} (R[j-1][j] - b[j]); forgetting = mean_{j<T-1} (max_{l<T-1} R[l][j] - R[T-1][j]). Intervals: "
+        "percentile bootstrap over each task's test samples, the same samples at every step.")]
+    rows = []
+    for s in summary["strategies"]:
+        m = s.get("metrics")
+        if m is None:
+            rows.append([s["name"]] + ["-"] * len(METRICS) + ["not finished" if not s["done"] else "no paired samples"])
+            continue
+        rows.append([s["name"]] + [format_estimate(m.get(key)) for key, _ in METRICS]
+                    + [", ".join(str(n) for n in s.get("aligned_samples") or [])])
+    blocks.append(Table(["strategy", *(title for _, title in METRICS), "samples per task"], rows,
+                        "Each value with its interval; samples per task: those judged in every evaluation."))
+    finished = [s for s in summary["strategies"] if s.get("metrics")]
+    if finished:
+        series = []
+        for key, title in (("final_average_accuracy", "ACC"), ("average_forgetting", "forgetting")):
+            estimates = [s["metrics"].get(key) or {} for s in finished]
+            series.append(BarSeries(title, [e.get("value") for e in estimates], [e.get("low") for e in estimates],
+                                    [e.get("high") for e in estimates]))
+        png = bar_chart([s["name"] for s in finished], series, title="Final average accuracy and forgetting",
+                        ylabel="accuracy")
+        blocks.append(Figure("continual-metrics", png, "ACC (higher is better) and average forgetting (lower is "
+                                                       "better) per strategy, with bootstrap intervals."))
+    return Section("Continual metrics", blocks)
+
+
+def _matrix_rows(summary: dict[str, Any], strategy: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    labels = _task_labels(summary)
+    rows = ["base"] + [f"after {t}" for t in labels]
+    cells = [list(summary["base_accuracy"])] + [list(row) for row in strategy["accuracy_matrix"]]
+    return rows, cells
+
+
+def _matrix_section(summary: dict[str, Any]) -> Section:
+    labels = _task_labels(summary)
+    blocks: list[Any] = [Paragraph(
+        "Rows: the model after each task (the first row: the base model); columns: the task evaluated. The "
+        "diagonal is each task just after training it; below it, earlier tasks (forgetting shows as a fall down a "
+        "column); above it, tasks not trained yet (forward transfer).")]
+    strategies = summary["strategies"]
+    if strategies:
+        panels = []
+        for s in strategies:
+            rows, cells = _matrix_rows(summary, s)
+            panels.append(HeatmapPanel(s["name"], [[(c or {}).get("value") for c in row] for row in cells], rows,
+                                       labels, xlabel="evaluated task"))
+        png = heatmap(panels, title="Accuracy matrix R[i][j]", colorbar_label="accuracy", ncols=min(3, len(panels)))
+        blocks.append(Figure("accuracy-matrices", png, "R per strategy, with the base model's accuracies on top."))
+    for s in strategies:
+        rows, cells = _matrix_rows(summary, s)
+        blocks.append(Table(["model", *labels], [[r, *(format_estimate(c) for c in row)] for r, row in zip(rows, cells)],
+                            f"{s['name']}: accuracy with Wilson intervals ('-': not evaluated yet)."))
+    return Section("Accuracy matrices", blocks)
+
+
+def _over_time_section(summary: dict[str, Any], colours: dict[str, str]) -> Section:
+    labels = _task_labels(summary)
+    steps = list(range(len(labels) + 1))
+    panels = []
+    for j, task in enumerate(labels):
+        series = []
+        for s in summary["strategies"]:
+            cells = [summary["base_accuracy"][j]] + [row[j] for row in s["accuracy_matrix"]]
+            series.append(Series(s["name"], steps, [(c or {}).get("value") for c in cells],
+                                 [(c or {}).get("low") for c in cells], [(c or {}).get("high") for c in cells]))
+        panels.append(LinePanel(f"{task} (trained at step {j + 1})", series, ylabel="accuracy",
+                                xlabel="tasks trained (0: base)", ylim=SHARE_RANGE, integer_x=True))
+    blocks: list[Any] = [Paragraph("Accuracy on each task as the sequence goes on, with Wilson intervals.")]
+    if panels and summary["strategies"]:
+        blocks.append(Figure("accuracy-over-time", line_plot(panels, title="Accuracy on each task over time",
+                                                             colours=colours),
+                             "x = number of tasks trained so far; the task's own training step is in its title."))
+    return Section("Accuracy over time", blocks)
+
+
+def _forgetting_section(summary: dict[str, Any]) -> Section:
+    labels = _task_labels(summary)[:-1]
+    if not labels:
+        return Section("Forgetting per task", [Paragraph("One task only: nothing can be forgotten.")])
+    rows = []
+    for s in summary["strategies"]:
+        m = s.get("metrics")
+        per_task = (m or {}).get("forgetting_per_task") or []
+        rows.append([s["name"], *(format_estimate(e) for e in per_task)] if per_task else [s["name"]] + ["-"] * len(labels))
+    return Section("Forgetting per task", [Table(["strategy", *labels], rows,
+                                                 "max over earlier steps of R[l][j] - R[T-1][j], with bootstrap "
+                                                 "intervals (the last task has none).")])
+
+
+def _training_section(summary: dict[str, Any]) -> Section:
+    labels = _task_labels(summary)
+    rows = []
+    for s in summary["strategies"]:
+        for step in s["steps"]:
+            params = step.get("trainable_parameters")
+            total = step.get("total_parameters")
+            rows.append([s["name"], labels[step["index"]], str(step.get("method") or "-"),
+                         format_number(step.get("lr"), 6) if step.get("lr") else "-",
+                         str(step.get("regularizer") or "-"),
+                         f"{params:,} of {total:,}" if params is not None and total else "-",
+                         str(step.get("optimizer_steps") if step.get("optimizer_steps") is not None else "-"),
+                         format_number(step.get("final_loss"), 4),
+                         format_number(step.get("changed_fraction"), 4),
+                         format_number(step.get("seconds"), 1), "yes" if step["done"] else "no"])
+    return Section("Training", [Table(
+        ["strategy", "task", "method", "lr", "regularizer", "trainable parameters", "steps", "final loss",
+         "grafted fraction", "seconds", "done"], rows,
+        "Per step; the final loss includes the regularizer's penalty; grafted fraction: model-tailor's patch size "
+        "over the considered entries.")])
