@@ -1,0 +1,114 @@
+"""`unforget judge validate`: each judge's agreement with hand-labelled verdicts (thin; the work is in
+:mod:`unforget.evaluation.judges.validate`)."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..cli import _split, console, register_verb
+from ..errors import ConfigError
+
+DEFAULT_JUDGES = "exact,embedding"
+
+
+def add_judge(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True)
+    v = sub.add_parser("validate", help="agreement of judges with human verdicts in a gold JSONL file",
+                       description="Run judges on hand-labelled answers and report each judge's accuracy (Wilson "
+                                   "interval) and Cohen's kappa against the human verdicts. Gold format: one JSON "
+                                   "object a line with answer, correct (the human verdict), reference or label, "
+                                   "dataset; optional question, id, note.")
+    v.add_argument("--gold", required=True,
+                   help="gold JSONL file, or a shipped one by name (digits = configs/judges/gold-digits.jsonl)")
+    v.add_argument("--judges", "--judge", dest="judges", default=DEFAULT_JUDGES,
+                   help=f"comma list of judges (default {DEFAULT_JUDGES}; also llm, cascade)")
+    v.add_argument("--dataset", help="dataset of lines that name none; lines of other datasets are left out")
+    v.add_argument("--judge-option", dest="judge_options", action="append", default=[], metavar="JUDGE.KEY=VALUE",
+                   help="a judge constructor option, e.g. embedding.threshold=0.6 or cascade.stages=[exact,embedding]"
+                        " (repeatable; values are YAML)")
+    v.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")
+    v.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples for kappa's interval")
+    v.add_argument("--out", help="run folder (default runs/judges/<gold>-<time>): metrics.json, samples.jsonl")
+
+
+def parse_judge_options(pairs: list[str]) -> dict[str, dict[str, Any]]:
+    """``["embedding.threshold=0.6"]`` -> ``{"embedding": {"threshold": 0.6}}`` (values parsed as YAML)."""
+    out: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        judge, dot, option = key.partition(".")
+        if not sep or not dot or not judge or not option:
+            raise ConfigError(f"--judge-option {pair!r}: write JUDGE.KEY=VALUE, e.g. embedding.threshold=0.6")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        out.setdefault(judge, {})[option] = value
+    return out
+
+
+def run_judge(args: argparse.Namespace) -> int:
+    from ..runs import RunDir, atomic_write_text
+    from .judges.validate import build_judges, find_gold_file, gold_records, read_gold, validate_judges
+    from .report import run_info
+
+    names = _split(args.judges) or []
+    if not names:
+        raise ConfigError("--judges is empty: name at least one judge (exact, embedding, llm, cascade)")
+    options = parse_judge_options(args.judge_options)
+    path = find_gold_file(args.gold)
+    gold = read_gold(path, dataset=args.dataset)
+    judges, unavailable = build_judges(names, options)
+    if not judges:
+        raise ConfigError("no judge could be built here: " + "; ".join(f"{n}: {why}" for n, why in unavailable.items()))
+    con = console()
+    con.print(f"[bold]unforget judge validate[/] {path}: {len(gold)} answers, judges {', '.join(names)}")
+    try:
+        validation, verdicts = validate_judges(gold, judges, gold_name=str(path), unavailable=unavailable,
+                                               confidence=args.confidence, n_resamples=args.resamples)
+    finally:
+        for j in judges:
+            close = getattr(j, "close", None)
+            if callable(close):
+                close()
+    out = Path(args.out or Path("runs") / "judges" / f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run = RunDir(out)
+    atomic_write_text(run.samples_path, "".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                                for r in gold_records(gold, verdicts)))
+    run.write_metrics({"run_info": run_info(),
+                       "config": {"gold": str(path), "gold_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                                  "judges": names, "judge_options": options, "dataset": args.dataset,
+                                  "confidence": args.confidence, "resamples": args.resamples},
+                       **validation.to_dict()})
+    print_validation_table(con, validation)
+    con.print(f"-> {run.metrics_path}")
+    return 0
+
+
+def print_validation_table(con: Any, validation: Any) -> None:
+    from rich.table import Table
+
+    level = round(validation.confidence * 100)
+    table = Table(title=f"judges vs human verdicts ({validation.n} answers, {validation.human_correct} correct; "
+                        f"{level}% intervals)", title_justify="left")
+    for col in ("judge", "judged", "accuracy", "interval", "kappa", "interval", "false accepts", "false rejects",
+                "unjudged"):
+        table.add_column(col)
+    for j in validation.judges:
+        acc = (f"{j.accuracy.value:.3f}", f"[{j.accuracy.low:.3f}, {j.accuracy.high:.3f}]") if j.accuracy else ("-", "-")
+        kap = (f"{j.kappa.value:.3f}", f"[{j.kappa.low:.3f}, {j.kappa.high:.3f}]") if j.kappa else ("-", "-")
+        table.add_row(j.judge, str(j.judged), *acc, *kap, str(j.false_accepts), str(j.false_rejects), str(j.unjudged))
+    con.print(table)
+    for name, why in validation.unavailable.items():
+        con.print(f"[yellow]{name}: unavailable here[/] ({why})")
+
+
+register_verb("judge", "validate judges against hand-labelled verdicts (`judge validate --gold FILE`)",
+              add_judge, run_judge)
