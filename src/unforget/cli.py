@@ -156,6 +156,9 @@ def add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baselines", help="vision-encoder baselines beside the MLLM: zero-shot,linear-probe")
     p.add_argument("--encoder", help="CLIP model folder for the zero-shot baseline (default: the model's own)")
     p.add_argument("--out", help="run folder (default runs/eval/<model>-<timestamp>); an existing one resumes")
+    p.add_argument("--rejudge", action="store_true",
+                   help="judge the answers in --out again where a verdict is missing or failed (no generation); "
+                        "rewrites samples.jsonl and metrics.json")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. batch_size=8 model.dtype=bfloat16")
 
 
@@ -174,6 +177,10 @@ def run_eval(args: argparse.Namespace) -> int:
             base[key] = _split(getattr(args, key))
     if model_overrides(args):
         base["model"] = model_overrides(args)
+    if args.rejudge:
+        from .evaluation.cli import run_rejudge
+
+        return run_rejudge(args, base)
     cfg = load_config(EvalConfig, args.config, args.overrides, base=base)
     if cfg.out is None:
         cfg.out = str(Path("runs") / "eval" / f"{Path(cfg.model.name).name}-{time.strftime('%Y%m%d-%H%M%S')}")

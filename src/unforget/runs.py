@@ -165,6 +165,11 @@ class RunDir:
     def samples(self) -> list[dict[str, Any]]:
         return read_jsonl(self.samples_path)
 
+    def rewrite_samples(self, records: list[dict[str, Any]], name: str = "samples.jsonl") -> None:
+        """Replace the whole file in one atomic rename (rejudging); never while an appender is open on it."""
+        atomic_write_text(self.path / name, "".join(json.dumps(r, default=_json_default, ensure_ascii=False) + "\n"
+                                                    for r in records))
+
     def appender(self, name: str = "samples.jsonl") -> JsonlAppender:
         return JsonlAppender(self.path / name)
 

@@ -92,6 +92,45 @@ def run_judge(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_rejudge(args: argparse.Namespace, base: dict[str, Any]) -> int:
+    """``unforget eval --rejudge --out RUN``: the run's own config.yaml, with any flags and overrides on top."""
+    from ..cli import ProgressTracker, progress_bar
+    from ..config import load_config
+    from ..runs import RunDir
+    from .config import EvalConfig
+    from .rejudge import rejudge_run
+    from .report import print_eval_table, rejudged_metrics_document
+
+    if not args.out:
+        raise ConfigError("--rejudge needs the run folder to judge again: --out RUN")
+    folder = Path(args.out)
+    config = Path(args.config) if args.config else folder / "config.yaml"
+    if not config.is_file():
+        raise ConfigError(f"{folder} has no config.yaml: --rejudge works on an `unforget eval` run folder "
+                          "(or pass -c with the config it was run with)")
+    from ..config import read_yaml
+
+    if {"train", "methods"} & set(read_yaml(config)):
+        raise ConfigError(f"{config} is a study config: --rejudge rewrites an `unforget eval` run folder's "
+                          "metrics.json; rejudge a study's records with unforget.evaluation.rejudge.rejudge_records")
+    cfg = load_config(EvalConfig, str(config), args.overrides, base=base)
+    run = RunDir(folder)
+    con = console()
+    con.print(f"[bold]unforget eval --rejudge[/] {run.path} judges={','.join(cfg.judges)}")
+    previous = run.read_metrics()
+    with progress_bar() as prog:
+        outcome, result = rejudge_run(cfg, run, progress=ProgressTracker(prog))
+    run.write_config(cfg)
+    run.write_metrics(rejudged_metrics_document(cfg, result, outcome, previous))
+    print_eval_table(con, result)
+    sent = ", ".join(f"{name} {n}" for name, n in outcome.sent.items())
+    still = sum(outcome.still_unjudged.values())
+    con.print(f"rejudged {outcome.touched} of {outcome.records} answers (sent to {sent}); "
+              + (f"[yellow]{still} verdicts still missing: {outcome.still_unjudged}[/] - rerun --rejudge later"
+                 if still else "every answer has a verdict from every judge"))
+    return 0
+
+
 def print_validation_table(con: Any, validation: Any) -> None:
     from rich.table import Table
 

@@ -18,7 +18,7 @@ from ..runs import RunDir
 from .captioning import CaptionMetrics, caption_metrics, sample_references
 from .config import EvalConfig, ModelConfig
 from .generation import GenerationRequest, generate_answers
-from .judges.base import JUDGES, JudgeItem
+from .judges.base import JUDGES, JudgeItem, Verdict
 from .judges.exact import ExactJudge
 from .metrics import ClassificationMetrics, classification_metrics
 
@@ -155,17 +155,13 @@ def _predict_and_judge(cfg, lm, ds, todo, judges, leak_sets, appender, tag, on_p
                                   [ds.reference(s) for s, _ in loaded], batch_size=cfg.batch_size,
                                   normalise=cfg.rank_normalise)
             answers = [r["prediction"] for r in ranked]
-        items = [JudgeItem(question=q, answer=a, reference=ds.reference(s), class_names=ds.class_names,
-                           synonyms=ds.synonyms) for q, a, (s, _) in zip(questions, answers, loaded)]
+        items = [judge_item(ds, q, a, ds.reference(s)) for q, a, (s, _) in zip(questions, answers, loaded)]
         verdicts_by_judge = {j.name: j.judge(items) for j in judges}
         for i, (s, _) in enumerate(loaded):
-            primary = verdicts_by_judge[judges[0].name][i]
             rec: dict[str, Any] = {
                 **tag, "id": s.id, "dataset": ds.name, "split": cfg.split, "question": questions[i],
                 "answer": answers[i], "reference": items[i].reference, "label": s.label,
-                "prediction": primary.prediction, "correct": primary.correct, "judge": primary.judge,
-                "confident": primary.confident, "mode": cfg.mode, "judge_identity": judges[0].identity(),
-                "judgements": {name: v[i].to_dict() for name, v in verdicts_by_judge.items()},
+                **verdict_fields(judges, {name: v[i] for name, v in verdicts_by_judge.items()}), "mode": cfg.mode,
                 "leaks": {name: exact.match(answers[i], other.class_names, other.synonyms)[0] is not None
                           for name, other in leak_sets.items()},
             }
@@ -180,6 +176,21 @@ def _predict_and_judge(cfg, lm, ds, todo, judges, leak_sets, appender, tag, on_p
         done += len(chunk)
         on_progress(done)
     return records
+
+
+def judge_item(ds: ImageDataset, question: str, answer: str, reference: str) -> JudgeItem:
+    """What a judge sees of one answer: the question, the answer, the reference and the dataset's label set."""
+    return JudgeItem(question=question, answer=answer, reference=reference, class_names=ds.class_names,
+                     synonyms=ds.synonyms)
+
+
+def verdict_fields(judges: Sequence[Any], verdicts: dict[str, Verdict]) -> dict[str, Any]:
+    """The verdict fields of a record: the first judge decides (prediction, correct, judge, confident), every
+    judge's verdict is kept under ``judgements``. Used by evaluation and by rejudging alike."""
+    primary = verdicts[judges[0].name]
+    return {"prediction": primary.prediction, "correct": primary.correct, "judge": primary.judge,
+            "confident": primary.confident, "judge_identity": judges[0].identity(),
+            "judgements": {name: v.to_dict() for name, v in verdicts.items()}}
 
 
 def _caption_records(cfg, lm, ds, loaded, questions, appender, tag) -> list[dict]:
