@@ -151,6 +151,9 @@ def add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int)
     p.add_argument("--template", type=int, help="index of the dataset prompt template (0 = EMT style)")
     p.add_argument("--leak-labels", dest="leak_labels", help="datasets whose labels count as hallucinations")
+    p.add_argument("--also-rank", dest="also_rank", action="store_true", default=None,
+                   help="generate mode: also rank the class names by likelihood, to split errors into format broke "
+                        "vs knowledge lost")
     p.add_argument("--skip-bad", dest="skip_bad", action="store_true", default=None,
                    help="record unreadable samples as skipped and go on")
     p.add_argument("--baselines", help="vision-encoder baselines beside the MLLM: zero-shot,linear-probe")
@@ -169,7 +172,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from .runs import RunDir
 
     base: dict[str, Any] = {}
-    for key in ("split", "mode", "limit", "batch_size", "max_new_tokens", "template", "skip_bad", "out", "encoder"):
+    for key in ("split", "mode", "limit", "batch_size", "max_new_tokens", "template", "skip_bad", "out", "encoder",
+                "also_rank"):
         if getattr(args, key) is not None:
             base[key] = getattr(args, key)
     for key in ("datasets", "judges", "leak_labels", "baselines"):

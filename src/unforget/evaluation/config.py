@@ -37,6 +37,9 @@ class EvalConfig:
     max_new_tokens: int = 16
     caption_max_new_tokens: int = 48  # captioning sets (task caption) need whole sentences
     rank_normalise: Literal["sum", "mean"] = "sum"  # rank mode: sum or length-normalised log-likelihood
+    # generate mode: also rank the class names by likelihood (one extra prefix pass per sample) and keep it in each
+    # record under "rank", for the format-vs-knowledge split (exact judge wrong but the ranking right = format broke)
+    also_rank: bool = False
     leak_labels: list[str] = field(default_factory=list)  # datasets whose labels count as hallucinated answers
     skip_bad: bool = False  # record unreadable samples as skipped instead of stopping
     baselines: list[str] = field(default_factory=list)  # vision-encoder baselines: zero-shot, linear-probe

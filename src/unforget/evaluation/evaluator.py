@@ -20,7 +20,7 @@ from .config import EvalConfig, ModelConfig
 from .generation import GenerationRequest, generate_answers
 from .judges.base import JUDGES, JudgeItem, Verdict
 from .judges.exact import ExactJudge
-from .metrics import ClassificationMetrics, classification_metrics
+from .metrics import ClassificationMetrics, FormatKnowledgeSplit, classification_metrics, split_records
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class DatasetResult:
     judge_agreement: dict[str, float] = field(default_factory=dict)
     baselines: dict[str, Any] = field(default_factory=dict)  # "zero-shot" / "linear-probe" -> BaselineResult
     seconds: float = 0.0
+    format_knowledge: FormatKnowledgeSplit | None = None  # generate mode with also_rank: why answers are wrong
 
 
 @dataclass
@@ -55,6 +56,7 @@ class EvalResult:
                     "judge_agreement": r.judge_agreement,
                     "baselines": {k: b.to_dict() for k, b in r.baselines.items()},
                     "seconds": r.seconds,
+                    **({"format_knowledge": r.format_knowledge.to_dict()} if r.format_knowledge else {}),
                 }
                 for name, r in self.results.items()
             },
@@ -148,13 +150,14 @@ def _predict_and_judge(cfg, lm, ds, todo, judges, leak_sets, appender, tag, on_p
             answers = generate_answers(lm, [GenerationRequest(q, im) for q, (_, im) in zip(questions, loaded)],
                                        batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
             ranked: list[dict | None] = [None] * len(loaded)
+            also = (_rank(cfg, lm, ds, loaded, questions) if cfg.also_rank and ds.class_names
+                    else [None] * len(loaded))
         else:
             from .ranking import rank_classes
 
-            ranked = rank_classes(lm, ds.class_names, [im for _, im in loaded], questions,
-                                  [ds.reference(s) for s, _ in loaded], batch_size=cfg.batch_size,
-                                  normalise=cfg.rank_normalise)
+            ranked = _rank(cfg, lm, ds, loaded, questions)
             answers = [r["prediction"] for r in ranked]
+            also = [None] * len(loaded)
         items = [judge_item(ds, q, a, ds.reference(s)) for q, a, (s, _) in zip(questions, answers, loaded)]
         verdicts_by_judge = {j.name: j.judge(items) for j in judges}
         for i, (s, _) in enumerate(loaded):
@@ -170,12 +173,22 @@ def _predict_and_judge(cfg, lm, ds, todo, judges, leak_sets, appender, tag, on_p
             if ranked[i] is not None:
                 rec["rank_of_reference"] = ranked[i]["rank_of_reference"]
                 rec["top_k"] = ranked[i]["top_k"]
+            if also[i] is not None:  # kept apart from the generated answer's fields: only the split reads it
+                rec["rank"] = {**also[i], "correct": also[i]["prediction"] == items[i].reference}
             records.append(rec)
             if appender:
                 appender.write(rec)
         done += len(chunk)
         on_progress(done)
     return records
+
+
+def _rank(cfg: EvalConfig, lm: LoadedModel, ds: ImageDataset, loaded: Sequence[tuple[Sample, Any]],
+          questions: Sequence[str]) -> list[dict]:
+    from .ranking import rank_classes
+
+    return rank_classes(lm, ds.class_names, [im for _, im in loaded], questions, [ds.reference(s) for s, _ in loaded],
+                        batch_size=cfg.batch_size, normalise=cfg.rank_normalise)
 
 
 def judge_item(ds: ImageDataset, question: str, answer: str, reference: str) -> JudgeItem:
@@ -236,7 +249,9 @@ def score_records(ds: ImageDataset, records: Sequence[dict], judge_names: Sequen
             pairs = [(r["judgements"][a]["correct"], r["judgements"][b]["correct"]) for r in kept]
             pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
             agreement[f"{a}~{b}"] = sum(x == y for x, y in pairs) / len(pairs) if pairs else float("nan")
-    return DatasetResult(ds.name, primary, by_judge if len(judge_names) > 1 else {}, agreement)
+    split = split_records(kept) if any(isinstance(r.get("rank"), dict) for r in kept) else None
+    return DatasetResult(ds.name, primary, by_judge if len(judge_names) > 1 else {}, agreement,
+                         format_knowledge=split)
 
 
 def encoder_baselines(cfg: EvalConfig, lm: LoadedModel, ds: ImageDataset) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from ..stats import wilson_interval
+from ..stats import Estimate, wilson_interval
 
 
 @dataclass
@@ -98,3 +98,104 @@ def classification_metrics(
         leak_rates=leak_rates, top1_share=top1, top3_share=top3, prediction_entropy=ent, normalised_entropy=nent,
         unjudged=len(correct) - n, skipped=skipped,
     )
+
+
+# --------------------------------------------------------------------------------------- format vs knowledge
+
+FORMAT_KEPT = "correct"  # the free-form answer names the right class
+FORMAT_BROKE = "format broke"  # the answer misses, but the model still ranks / means the right class
+KNOWLEDGE_LOST = "knowledge lost"  # the answer misses and so does the ranking / semantic judge
+RANK_MISS = "rank miss"  # the answer is right, the ranking is not (rare; counted apart)
+
+
+def classify_error(format_correct: bool, knowledge_correct: bool) -> str:
+    """Why a sample is wrong. ``format_correct``: the exact judge accepts the generated answer. ``knowledge_correct``:
+    the likelihood ranking puts the true class first (or a semantic judge accepts the answer)."""
+    if format_correct:
+        return FORMAT_KEPT if knowledge_correct else RANK_MISS
+    return FORMAT_BROKE if knowledge_correct else KNOWLEDGE_LOST
+
+
+@dataclass
+class FormatKnowledgeSplit:
+    """Errors of one evaluation split into "format broke" and "knowledge lost", over the ``n`` samples with both
+    verdicts. Rates are shares of ``n`` with Wilson intervals; ``format_share`` is the share of the errors (format
+    broke + knowledge lost) that are format errors."""
+
+    n: int
+    counts: dict[str, int]
+    format_broke: Estimate
+    knowledge_lost: Estimate
+    format_share: Estimate | None  # None when there is no error to split
+    knowledge_by: str = "rank"  # what decided "knows the class": rank, or a judge's name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "counts": self.counts, "format_broke": self.format_broke.to_dict(),
+                "knowledge_lost": self.knowledge_lost.to_dict(),
+                "format_share": self.format_share.to_dict() if self.format_share else None,
+                "knowledge_by": self.knowledge_by}
+
+
+def format_knowledge_split(format_correct: Sequence[bool | None], knowledge_correct: Sequence[bool | None], *,
+                           knowledge_by: str = "rank", confidence: float = 0.95) -> FormatKnowledgeSplit | None:
+    """Classify every sample judged both ways (None on either side leaves it out); None when no sample is."""
+    if len(format_correct) != len(knowledge_correct):
+        raise ValueError(f"format and knowledge verdicts must describe the same samples: {len(format_correct)} vs "
+                         f"{len(knowledge_correct)}")
+    kinds = [classify_error(bool(f), bool(k)) for f, k in zip(format_correct, knowledge_correct)
+             if f is not None and k is not None]
+    if not kinds:
+        return None
+    counts = {kind: kinds.count(kind) for kind in (FORMAT_KEPT, FORMAT_BROKE, KNOWLEDGE_LOST, RANK_MISS)}
+    n = len(kinds)
+    errors = counts[FORMAT_BROKE] + counts[KNOWLEDGE_LOST]
+    return FormatKnowledgeSplit(
+        n=n, counts=counts, format_broke=wilson_interval(counts[FORMAT_BROKE], n, confidence),
+        knowledge_lost=wilson_interval(counts[KNOWLEDGE_LOST], n, confidence),
+        format_share=wilson_interval(counts[FORMAT_BROKE], errors, confidence) if errors else None,
+        knowledge_by=knowledge_by)
+
+
+def format_verdict(record: dict[str, Any], judge: str = "exact") -> bool | None:
+    """Whether ``judge`` (default exact) accepted the record's generated answer; None when it did not judge it."""
+    if record.get("skipped") or record.get("mode", "generate") != "generate":
+        return None
+    judgements = record.get("judgements") or {}
+    verdict = judgements.get(judge)
+    if verdict is not None:
+        return verdict.get("correct")
+    for other in judgements.values():  # a cascade keeps each stage's verdict in its raw field
+        stages = (other.get("raw") or {}).get("stages") if isinstance(other.get("raw"), dict) else None
+        if stages and judge in stages:
+            return stages[judge].get("correct")
+    return record.get("correct") if record.get("judge") == judge else None
+
+
+def knowledge_verdict(record: dict[str, Any], by: str = "rank") -> bool | None:
+    """Whether the model knows the class: ``by="rank"``: the likelihood ranking of the record (``eval.also_rank``,
+    or a rank-mode record) puts the reference first; else the verdict of the judge named ``by``."""
+    if record.get("skipped"):
+        return None
+    if by == "rank":
+        if isinstance(record.get("rank"), dict):
+            return record["rank"].get("correct")
+        if record.get("mode") == "rank" and record.get("rank_of_reference") is not None:
+            return record["rank_of_reference"] == 0
+        return None
+    verdict = (record.get("judgements") or {}).get(by)
+    return verdict.get("correct") if verdict is not None else None
+
+
+def split_records(records: Sequence[dict[str, Any]], rank_records: Sequence[dict[str, Any]] | None = None, *,
+                  format_judge: str = "exact", knowledge_by: str = "rank",
+                  confidence: float = 0.95) -> FormatKnowledgeSplit | None:
+    """The split of one evaluation's records. The knowledge verdict comes from the same record (``also_rank`` or
+    another judge) or, with ``rank_records`` (a rank-mode evaluation of the same samples), from the record with the
+    same (dataset, id)."""
+    if rank_records is not None:
+        ranked = {(r["dataset"], r["id"]): knowledge_verdict(r, "rank") for r in rank_records}
+        pairs = [(format_verdict(r, format_judge), ranked.get((r["dataset"], r["id"]))) for r in records]
+    else:
+        pairs = [(format_verdict(r, format_judge), knowledge_verdict(r, knowledge_by)) for r in records]
+    return format_knowledge_split([f for f, _ in pairs], [k for _, k in pairs], knowledge_by=knowledge_by,
+                                  confidence=confidence)

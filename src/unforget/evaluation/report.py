@@ -78,5 +78,9 @@ def print_eval_table(con: Any, result: EvalResult) -> None:
             caption_table.add_row(name, str(m.n), *scores, f"{m.empty_rate:.3f}", str(m.skipped))
         con.print(caption_table)
     for name, r in result.results.items():
+        split = getattr(r, "format_knowledge", None)
+        if split is not None:
+            con.print(f"{name}: of {split.n} answers, format broke {split.format_broke.format(3)} (the ranking knows "
+                      f"the class), knowledge lost {split.knowledge_lost.format(3)}")
         if r.judge_agreement:
             con.print(f"{name}: judge agreement " + ", ".join(f"{k} {v:.3f}" for k, v in r.judge_agreement.items()))

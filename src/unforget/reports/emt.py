@@ -338,8 +338,24 @@ def _summarise_arm(run: EmtRun, arm: Arm, counts: dict[str, int]) -> dict[str, A
         "loss": _loss_curve(arm.train_log),
         "train": {k: v for k, v in (arm.train_result or {}).items() if k != "losses"} or None,
         "class_subset": _class_subset(run, arm) if run.classes else None,
+        "format_knowledge": format_knowledge_curves(run, arm),
     }
     return out
+
+
+def format_knowledge_curves(run: EmtRun, arm: Arm) -> dict[str, list[dict[str, Any]]] | None:
+    """Per dataset and epoch: wrong answers split into "format broke" (the exact judge rejects the answer, the
+    likelihood ranking still puts the true class first) and "knowledge lost" (both wrong). Only runs evaluated in
+    generate mode with ``eval.also_rank: true`` have both verdicts; None otherwise."""
+    from ..evaluation.metrics import split_records
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    for d in run.datasets:
+        for epoch in sorted(arm.epochs):
+            split = split_records(arm.epochs[epoch].get(d, []), confidence=1.0 - run.alpha)
+            if split is not None:
+                out.setdefault(d, []).append({"epoch": epoch, **split.to_dict()})
+    return out or None
 
 
 def _table_row(run: EmtRun, arm: Arm, dataset: str, curve: list[dict[str, Any]]) -> dict[str, Any]:

@@ -50,6 +50,8 @@ def build_emt_report(summary: dict[str, Any]) -> Report:
         report.sections.append(_seeds_section(summary))
     report.sections.append(_leak_section(summary, colours))
     report.sections.append(_concentration_section(summary, colours))
+    if any(a.get("format_knowledge") for a in arms):
+        report.sections.append(_format_knowledge_section(summary, colours))
     if summary.get("classes"):
         report.sections.append(_class_subset_section(summary, colours))
     confusion = _confusion_section(summary)
@@ -192,6 +194,39 @@ def _concentration_section(summary: dict[str, Any], colours: dict[str, str]) -> 
                       f"Share of answers that name no class of the dataset, with {summary['confidence']:.0%} "
                       "Wilson intervals.")
     return Section("Prediction concentration", [fig, no_class])
+
+
+def _format_knowledge_section(summary: dict[str, Any], colours: dict[str, str]) -> Section:
+    """Wrong answers split by whether the likelihood ranking still finds the class (eval.also_rank runs)."""
+    arms = [a for a in summary["arms"] if a.get("format_knowledge")]
+    datasets = [d for d in summary["datasets"] if any(d in a["format_knowledge"] for a in arms)]
+    multi = len(summary["seeds"]) > 1
+    panels = []
+    for key, ylabel in (("format_broke", "format broke"), ("knowledge_lost", "knowledge lost")):
+        for d in datasets:
+            series = [_series(a["folder"] if multi else a["name"], a["format_knowledge"].get(d, []), key)
+                      for a in arms]
+            panels.append(LinePanel(_dataset_label(summary, d), series, ylabel=f"share: {ylabel}", xlabel="epoch",
+                                    ylim=SHARE_RANGE, integer_x=True))
+    fig = Figure("format_knowledge", line_plot(panels, title="Why answers are wrong: format broke vs knowledge lost",
+                                               ncols=len(datasets), colours=colours),
+                 "Top row: share of answers the exact judge rejects while the likelihood ranking of the class names "
+                 "still puts the true class first (the model knows it but no longer says it in the expected form). "
+                 "Bottom row: share wrong both ways (knowledge lost). "
+                 f"{summary['confidence']:.0%} Wilson intervals; epoch 0 = base model.")
+    rows = []
+    for a in arms:
+        for d in datasets:
+            points = a["format_knowledge"].get(d) or []
+            if not points:
+                continue
+            last = points[-1]
+            rows.append([_dataset_label(summary, d), a["folder"], str(last["epoch"]), str(last["n"]),
+                         format_estimate(last["format_broke"]), format_estimate(last["knowledge_lost"]),
+                         format_estimate(last["format_share"]) if last.get("format_share") else "-"])
+    table = Table(["dataset", "arm", "epoch", "n", "format broke", "knowledge lost", "format share of errors"], rows,
+                  "Last evaluated epoch. Format share = format broke / (format broke + knowledge lost).")
+    return Section("Format or knowledge", [fig, table])
 
 
 def _class_subset_section(summary: dict[str, Any], colours: dict[str, str]) -> Section:
