@@ -60,3 +60,24 @@ class EvalConfig:
             raise ConfigError(f"unknown baseline(s) {sorted(bad)}; use zero-shot and/or linear-probe")
         if not self.judges:
             raise ConfigError("judges must name at least one judge (e.g. exact)")
+
+
+@dataclass
+class ProbeConfig:
+    """The judge-free forgetting probe (:mod:`unforget.evaluation.probe`): on a fixed set of probe samples, the
+    KL divergence of the model's next-token distribution at the answer position from the base model's, and the
+    probability it puts on the fine-tuning set's label tokens."""
+
+    enabled: bool = True
+    datasets: list[str] = field(default_factory=list)  # empty: the evaluated datasets
+    label_set: str | None = None  # whose class names' first tokens are "label tokens"; None: the fine-tuning set
+    split: str = "test"
+    limit: int = 32  # probe samples per dataset: the first N of the split, so the set never changes
+    template: int = 0
+    batch_size: int = 8
+
+    def validate(self) -> None:
+        if self.limit < 1:
+            raise ConfigError(f"probe.limit must be >= 1, got {self.limit}")
+        if self.batch_size < 1:
+            raise ConfigError(f"probe.batch_size must be >= 1, got {self.batch_size}")
