@@ -67,3 +67,22 @@ def test_forgetting_callback_logs_accuracy_and_drop(tmp_path):
     # evaluating in between does not change what training does: same weights as without the callback
     plain, _ = train_with_trainer(model_dir, tmp_path / "without", [])
     assert weights_digest(lm.model) == weights_digest(plain.model)
+
+
+def test_forgetting_callback_measures_the_probe(tmp_path):
+    from unforget.evaluation.config import ProbeConfig
+
+    model_dir = tmp_path / "model"
+    build_tiny_llava(model_dir)
+    processor = load_model(str(model_dir), device="cpu").processor
+    log_file = tmp_path / "forgetting.jsonl"
+    callback = ForgettingCallback(processor, ["ft-colours"], every_steps=4, every_epochs=None, limit=2,
+                                  eval_config=EvalConfig(max_new_tokens=2, batch_size=2), log_file=log_file,
+                                  probe=ProbeConfig(limit=3, label_set="ft-colours"))
+    train_with_trainer(model_dir, tmp_path / "with", [callback])
+    records = read_jsonl(log_file)
+    assert [r["step"] for r in records] == [0, 4]
+    assert records[0]["probe/kl"] == pytest.approx(0.0, abs=1e-6)  # the first evaluation is the base
+    assert records[1]["probe/kl"] > 0 and records[1]["probe/ft-colours/kl"] == pytest.approx(records[1]["probe/kl"])
+    assert 0.0 <= records[1]["probe/label_mass"] <= 1.0
+    assert (tmp_path / "forgetting.probe_base.safetensors").is_file()

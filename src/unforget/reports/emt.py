@@ -71,6 +71,7 @@ class Arm:
     train_log: list[dict[str, Any]] = field(default_factory=list)
     train_result: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
+    probe: list[dict[str, Any]] = field(default_factory=list)  # probe.jsonl rows of finished epochs
 
     @property
     def label(self) -> str:
@@ -98,6 +99,7 @@ class EmtRun:
     base_metrics: dict[str, Any]
     base_alignment: list[dict[str, Any]]
     arms: list[Arm]
+    base_probe: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def other_datasets(self) -> list[str]:
@@ -140,7 +142,8 @@ def read_emt_run(run_dir: str | Path) -> EmtRun:
     return EmtRun(path=path, config=cfg, fine_tuning_set=ft, datasets=datasets, alpha=float(cfg.get("alpha", 0.05)),
                   seeds=seeds, classes=[int(c) for c in classes] if classes else None, base=base,
                   base_done=(path / "base" / "DONE").exists(), base_metrics=base_metrics,
-                  base_alignment=read_jsonl(path / "base" / "alignment.jsonl"), arms=arms)
+                  base_alignment=read_jsonl(path / "base" / "alignment.jsonl"), arms=arms,
+                  base_probe=[r for r in read_jsonl(path / "base" / "probe.jsonl") if r.get("epoch", 0) == 0])
 
 
 def _read_arm(folder: Path, name: str, method: str, seed: int, base: dict[str, list[dict]]) -> Arm:
@@ -162,6 +165,8 @@ def _read_arm(folder: Path, name: str, method: str, seed: int, base: dict[str, l
         else:
             arm.partial_epochs.append(epoch)
     arm.alignment = read_jsonl(folder / "alignment.jsonl")
+    arm.probe = [r for r in read_jsonl(folder / "probe.jsonl")
+                 if r.get("seed", seed) == seed and int(r.get("epoch", -1)) in arm.epochs]
     arm.train_log = read_jsonl(folder / "train" / "train_log.jsonl")
     result_path = folder / "train_result.json"
     arm.train_result = read_json(result_path) if result_path.exists() else None
@@ -316,6 +321,7 @@ def summarise_emt(run_dir: str | Path) -> dict[str, Any]:
         "arms": arms,
         "seed_summaries": _seed_summaries(run, arms) if len(run.seeds) > 1 else {},
         "claims": [c for c in _claims(run)],
+        "probe": probe_summary(run),
         "notes": _notes(run),
     }
     missing = [spec["name"] for spec in run.config.get("methods") or []
@@ -356,6 +362,64 @@ def format_knowledge_curves(run: EmtRun, arm: Arm) -> dict[str, list[dict[str, A
             if split is not None:
                 out.setdefault(d, []).append({"epoch": epoch, **split.to_dict()})
     return out or None
+
+
+def probe_summary(run: EmtRun) -> dict[str, Any] | None:
+    """The judge-free probe per arm and epoch, and how well its KL tracks measured forgetting.
+
+    Per point (arm, fine-tuned epoch): the probe's KL on the other datasets (mean over their probe samples) and the
+    measured forgetting there (base accuracy - epoch accuracy, paired on the samples judged in both). Spearman's rank
+    correlation over all points of all arms says whether the cheap probe orders runs as the judged evaluation does.
+    """
+    if not run.base_probe and not any(a.probe for a in run.arms):
+        return None
+    others = run.other_datasets or run.datasets
+    base_rows = [{**r, "epoch": 0} for r in run.base_probe[-1:]]
+    curves: dict[str, list[dict[str, Any]]] = {}
+    points: list[dict[str, Any]] = []
+    for arm in run.arms:
+        rows = {int(r["epoch"]): r for r in [*base_rows, *arm.probe]}
+        curve = []
+        for epoch in sorted(rows):
+            r = rows[epoch]
+            kl_others = _probe_mean(r, others, "kl")
+            curve.append({"epoch": epoch, "kl": r.get("kl"), "kl_others": kl_others,
+                          "label_mass": r.get("label_mass"), "base_label_mass": r.get("base_label_mass"),
+                          "by_dataset": r.get("by_dataset") or {}})
+            if epoch > 0 and epoch in arm.epochs and kl_others is not None:
+                before, after = paired_flags(_pooled(run.base, others), _pooled(arm.epochs[epoch], others))
+                if before:
+                    points.append({"arm": arm.label, "name": arm.name, "epoch": epoch, "kl": kl_others,
+                                   "forgetting": (sum(before) - sum(after)) / len(before), "n": len(before)})
+        curves[arm.label] = curve
+    return {"datasets": others, "label_set": next((r.get("label_set") for r in [*run.base_probe, *(
+        p for a in run.arms for p in a.probe)] if r.get("label_set")), None), "curves": curves,
+            "points": points, "correlation": kl_forgetting_correlation(points)}
+
+
+def _probe_mean(row: dict[str, Any], datasets: Sequence[str], key: str) -> float | None:
+    """Mean of ``key`` over the probe samples of ``datasets`` (per-dataset means weighted by their counts)."""
+    parts = [(v["n"], v[key]) for d, v in (row.get("by_dataset") or {}).items()
+             if d in datasets and v.get(key) is not None and v.get("n")]
+    total = sum(n for n, _ in parts)
+    return sum(n * x for n, x in parts) / total if total else None
+
+
+def kl_forgetting_correlation(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Spearman's rho (scipy.stats.spearmanr) between probe KL and measured forgetting over (arm, epoch) points."""
+    from scipy.stats import spearmanr
+
+    kl = [p["kl"] for p in points]
+    forgetting = [p["forgetting"] for p in points]
+    out: dict[str, Any] = {"method": "spearman", "n": len(points), "rho": None, "p_value": None, "why_none": None}
+    if len(points) < 3:
+        out["why_none"] = f"needs at least 3 (method, epoch) points, has {len(points)}"
+    elif len(set(kl)) < 2 or len(set(forgetting)) < 2:
+        out["why_none"] = "KL or forgetting is the same at every point: no ranking to correlate"
+    else:
+        rho, p_value = spearmanr(kl, forgetting)
+        out["rho"], out["p_value"] = json_float(float(rho)), json_float(float(p_value))
+    return out
 
 
 def _table_row(run: EmtRun, arm: Arm, dataset: str, curve: list[dict[str, Any]]) -> dict[str, Any]:

@@ -52,6 +52,8 @@ def build_emt_report(summary: dict[str, Any]) -> Report:
     report.sections.append(_concentration_section(summary, colours))
     if any(a.get("format_knowledge") for a in arms):
         report.sections.append(_format_knowledge_section(summary, colours))
+    if summary.get("probe"):
+        report.sections.append(_probe_section(summary, colours))
     if summary.get("classes"):
         report.sections.append(_class_subset_section(summary, colours))
     confusion = _confusion_section(summary)
@@ -227,6 +229,47 @@ def _format_knowledge_section(summary: dict[str, Any], colours: dict[str, str]) 
     table = Table(["dataset", "arm", "epoch", "n", "format broke", "knowledge lost", "format share of errors"], rows,
                   "Last evaluated epoch. Format share = format broke / (format broke + knowledge lost).")
     return Section("Format or knowledge", [fig, table])
+
+
+def _probe_section(summary: dict[str, Any], colours: dict[str, str]) -> Section:
+    """The judge-free probe: KL from the base model vs epoch, label mass, and its rank correlation with forgetting."""
+    probe = summary["probe"]
+    multi = len(summary["seeds"]) > 1
+    label_of = {a["folder"]: (a["folder"] if multi else a["name"]) for a in summary["arms"]}
+    kl_panel = LinePanel(f"KL on {', '.join(probe['datasets'])}", [], ylabel="KL(base || current), nats",
+                         xlabel="epoch", integer_x=True)
+    mass_panel = LinePanel(f"mass on {probe.get('label_set') or 'label'} tokens", [], ylabel="probability",
+                           xlabel="epoch", ylim=SHARE_RANGE, integer_x=True)
+    scatter = LinePanel("KL vs measured forgetting", [], ylabel="forgetting (base - epoch accuracy)",
+                        xlabel="KL(base || current), nats")
+    for folder, curve in probe["curves"].items():
+        label = label_of.get(folder, folder)
+        kl_panel.series.append(Series(label, [p["epoch"] for p in curve], [p["kl_others"] for p in curve]))
+        mass = [p.get("label_mass") for p in curve]
+        mass_panel.series.append(Series(label, [p["epoch"] for p in curve], [m["value"] if m else None for m in mass],
+                                        [m["low"] if m else None for m in mass],
+                                        [m["high"] if m else None for m in mass]))
+        mine = [p for p in probe["points"] if p["arm"] == folder]
+        if mine:
+            scatter.series.append(Series(label, [p["kl"] for p in mine], [p["forgetting"] for p in mine],
+                                         linestyle="none"))
+    panels = [kl_panel, mass_panel] + ([scatter] if scatter.series else [])
+    corr = probe["correlation"]
+    if corr["rho"] is not None:
+        verdict = (f"Spearman's rank correlation between the probe's KL and measured forgetting over {corr['n']} "
+                   f"(method, epoch) points: rho = {format_number(corr['rho'])}, p = {format_p(corr['p_value'])}.")
+    else:
+        verdict = f"Spearman's rank correlation between KL and forgetting: not computed ({corr['why_none']})."
+    fig = Figure("probe", line_plot(panels, title="Judge-free forgetting probe", colours=colours, ncols=len(panels)),
+                 "Left: KL(base || current) of the next-token distribution at the answer position, mean over the "
+                 "probe samples of the other datasets (no generation, no judge). Middle: probability on the first "
+                 "tokens of the fine-tuning labels, with bootstrap intervals. Right: each fine-tuned epoch's KL "
+                 "against its measured forgetting on the same datasets. " + verdict)
+    rows = [[label_of.get(p["arm"], p["arm"]), str(p["epoch"]), format_number(p["kl"]), format_number(p["forgetting"]),
+             str(p["n"])] for p in probe["points"]]
+    return Section("Judge-free forgetting probe", [Paragraph(verdict), fig, Table(
+        ["arm", "epoch", "KL (other datasets)", "forgetting", "paired n"], rows,
+        "Forgetting = base accuracy - epoch accuracy on the other datasets, paired on samples judged in both.")])
 
 
 def _class_subset_section(summary: dict[str, Any], colours: dict[str, str]) -> Section:

@@ -3,11 +3,13 @@
 Run folder (``runs/emt/<name>/``)::
 
     config.yaml                  the resolved study config
+    probe_base.safetensors       the base model's next-token distributions on the probe set (probe.enabled)
     base/                        the base model: samples.jsonl (epoch 0), metrics.json (with encoder baselines)
     <method>[-s<seed>]/          one fine-tuning run per method (and seed)
         train/                   the fine-tuning run folder (checkpoints, train_log.jsonl)
         samples.jsonl            every judged sample, tagged with its epoch
         alignment.jsonl          visual-text alignment per epoch and dataset
+        probe.jsonl              the judge-free forgetting probe per epoch (KL from the base model, label mass)
         metrics.json             per-epoch metrics of every dataset
         DONE
     metrics.json, report.html, report.md, plots/   the summary, built from the folders above only
@@ -26,7 +28,7 @@ from typing import Any, Callable
 from ..config import to_dict
 from ..data import load_dataset
 from ..errors import ConfigError
-from ..evaluation.config import EvalConfig, ModelConfig
+from ..evaluation.config import EvalConfig, ModelConfig, ProbeConfig
 from ..evaluation.evaluator import evaluate, make_load_model
 from ..models.loading import LoadedModel
 from ..runs import RunDir, atomic_write_json, read_jsonl
@@ -73,6 +75,7 @@ class EmtConfig:
                                                               MethodRun("lora", "lora")])
     eval: EvalConfig = field(default_factory=EvalConfig)
     alignment_limit: int = 64  # images per classification set for the alignment analysis (0: off)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)  # judge-free KL probe every epoch (probe.enabled)
     tensorboard: bool = False  # loss and per-dataset accuracy to <run>/tb (needs the tensorboard package)
     seeds: list[int] = field(default_factory=lambda: [0])
     alpha: float = 0.05  # significance level of the report's claim checks
@@ -111,7 +114,9 @@ def run_emt(cfg: EmtConfig, progress: ProgressFn | None = None) -> Path:
     ev = eval_config(cfg)
     lm = make_load_model(cfg.model)
 
+    probe = _make_probe(cfg, ev, lm, out)
     base_run = RunDir(out / "base")
+    _write_probe(cfg, probe, lm, base_run, 0, {})
     if not base_run.is_done():
         log.info("evaluating the base model on %s", ", ".join(ev.datasets))
         result = evaluate(ev, lm=lm, run=base_run, progress=_prefixed(progress, "base"), tag={"epoch": 0})
@@ -126,7 +131,7 @@ def run_emt(cfg: EmtConfig, progress: ProgressFn | None = None) -> Path:
             if sub.is_done():
                 log.info("%s: done, skipped", folder.name)
                 continue
-            _run_arm(cfg, arm, seed, sub, epoch_eval_config(ev), progress)
+            _run_arm(cfg, arm, seed, sub, epoch_eval_config(ev), progress, probe)
             sub.mark_done()
 
     from ..reports.emt import write_emt_report
@@ -136,7 +141,7 @@ def run_emt(cfg: EmtConfig, progress: ProgressFn | None = None) -> Path:
 
 
 def _run_arm(cfg: EmtConfig, arm: MethodRun, seed: int, sub: RunDir, ev: EvalConfig,
-             progress: ProgressFn | None) -> None:
+             progress: ProgressFn | None, probe: Any = None) -> None:
     from ..training.config import FinetuneConfig, TrainDataConfig
     from ..training.trainer import finetune
 
@@ -157,6 +162,9 @@ def _run_arm(cfg: EmtConfig, arm: MethodRun, seed: int, sub: RunDir, ev: EvalCon
         result = evaluate(ev, lm=lm, run=sub, progress=_prefixed(progress, f"{sub.path.name} epoch {epoch}"),
                           tag={"epoch": epoch, "seed": seed})
         per_epoch[str(epoch)] = result.to_dict()
+        probed = _write_probe(cfg, probe, lm, sub, epoch, {"seed": seed})
+        if probed is not None:
+            per_epoch[str(epoch)]["probe"] = probed
         _write_alignment(lm, cfg, sub, epoch)
         atomic_write_json(sub.metrics_path, {"method": arm.method, "name": arm.name, "seed": seed,
                                              "epochs": per_epoch})
@@ -172,6 +180,32 @@ def _run_arm(cfg: EmtConfig, arm: MethodRun, seed: int, sub: RunDir, ev: EvalCon
         for step, loss in enumerate(result.losses, 1):
             writer.add_scalar("train/loss", loss, step)
         writer.close()
+
+
+def _make_probe(cfg: EmtConfig, ev: EvalConfig, lm: LoadedModel, out: Path) -> Any:
+    """The forgetting probe on the evaluated datasets, label tokens of the fine-tuning set; the base model's
+    distributions are computed once and kept in the run folder (None when probe.enabled is false)."""
+    if not cfg.probe.enabled:
+        return None
+    from ..evaluation.probe import BASE_FILE, ForgettingProbe
+
+    probe = ForgettingProbe(cfg.probe, ev.datasets, label_set=cfg.train.dataset)
+    probe.prepare(lm, out / BASE_FILE)
+    return probe
+
+
+def _write_probe(cfg: EmtConfig, probe: Any, lm: LoadedModel, run: RunDir, epoch: int,
+                 tag: dict[str, Any]) -> dict[str, Any] | None:
+    """Measure the probe after ``epoch`` and append it to ``run``'s probe.jsonl (once: a rerun reads it back)."""
+    if probe is None:
+        return None
+    for rec in read_jsonl(run.file("probe.jsonl")):
+        if rec.get("epoch") == epoch and all(rec.get(k) == v for k, v in tag.items()):
+            return rec
+    rec = {"epoch": epoch, **tag, **probe.measure(lm, confidence=1.0 - cfg.alpha).to_dict()}
+    with run.appender("probe.jsonl") as app:
+        app.write(rec)
+    return rec
 
 
 def _write_alignment(lm: LoadedModel, cfg: EmtConfig, run: RunDir, epoch: int) -> None:

@@ -11,6 +11,13 @@ then every N steps and/or epochs, on the main process, and records each dataset'
 drop from the first evaluation. Records go to ``state.log_history`` (so they are in ``trainer_state.json``), to the
 optional JSONL file and to the python log. The model is put back in training mode and the RNG state restored after
 each evaluation, so training goes on exactly as it would without the callback.
+
+With ``probe=ProbeConfig(label_set="digits")`` it also measures the judge-free forgetting probe
+(:mod:`unforget.evaluation.probe`) at each evaluation: ``probe/kl`` is KL(first || current) of the next-token
+distribution at the answer position, averaged over the probe samples, where "first" is the model at the first
+evaluation (the start of training with ``eval_at_start``); ``probe/label_mass`` is the probability on the label set's
+first tokens. The first distributions are kept in ``probe_base_file`` (default: beside ``log_file``) so that a
+resumed training compares with the same base.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from typing import Any, Sequence
 
 from transformers import TrainerCallback
 
-from ..evaluation.config import EvalConfig
+from ..evaluation.config import EvalConfig, ProbeConfig
 from ..models.loading import LoadedModel
 from ..runs import JsonlAppender
 
@@ -49,6 +56,8 @@ class ForgettingCallback(TrainerCallback):
         eval_config: EvalConfig | None = None,
         log_file: str | Path | None = None,
         family: str | None = None,
+        probe: ProbeConfig | None = None,
+        probe_base_file: str | Path | None = None,
     ):
         if not datasets:
             raise ValueError("ForgettingCallback needs at least one dataset to evaluate")
@@ -61,6 +70,11 @@ class ForgettingCallback(TrainerCallback):
         self.eval_at_start = eval_at_start
         self.log_file = Path(log_file) if log_file else None
         self.family = family
+        self.probe_config = probe if probe is not None and probe.enabled else None
+        if probe_base_file is None and self.log_file is not None:
+            probe_base_file = self.log_file.with_name(f"{self.log_file.stem}.probe_base.safetensors")
+        self.probe_base_file = Path(probe_base_file) if probe_base_file else None
+        self._probe: Any = None
         self.first: dict[str, float] = {}
         self.history: list[dict[str, Any]] = []
         self._last_step: int | None = None
@@ -95,6 +109,7 @@ class ForgettingCallback(TrainerCallback):
         model.eval()
         try:
             result = evaluate(self.eval_config, lm=lm)
+            probed = self._measure_probe(lm)
         finally:
             if was_training:
                 model.train()
@@ -105,6 +120,13 @@ class ForgettingCallback(TrainerCallback):
             self.first.setdefault(name, accuracy)
             record[f"forgetting/{name}/accuracy"] = accuracy
             record[f"forgetting/{name}/drop"] = self.first[name] - accuracy
+        if probed is not None:
+            record["probe/kl"] = probed.kl.value
+            record["probe/kl_low"], record["probe/kl_high"] = probed.kl.low, probed.kl.high
+            if probed.label_mass is not None:
+                record["probe/label_mass"] = probed.label_mass.value
+            for name, figures in probed.by_dataset.items():
+                record[f"probe/{name}/kl"] = figures.kl
         self.history.append(record)
         state.log_history.append(record)
         if self.log_file is not None:
@@ -114,3 +136,14 @@ class ForgettingCallback(TrainerCallback):
             f"{n} accuracy {record[f'forgetting/{n}/accuracy']:.3f} (forgetting {record[f'forgetting/{n}/drop']:+.3f})"
             for n in self.eval_config.datasets))
         return record
+
+    def _measure_probe(self, lm: LoadedModel) -> Any:
+        """The probe against the first evaluation's distributions (computed now when there are none yet)."""
+        if self.probe_config is None:
+            return None
+        from ..evaluation.probe import ForgettingProbe
+
+        if self._probe is None:
+            self._probe = ForgettingProbe(self.probe_config, self.eval_config.datasets)
+            self._probe.prepare(lm, self.probe_base_file)
+        return self._probe.measure(lm)
