@@ -45,7 +45,8 @@ def test_probe_result_per_dataset():
     kl1 = 0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1)
     assert r.n == 3 and r.kl.value == pytest.approx(kl1 / 3, rel=1e-5)
     assert r.by_dataset["a"].kl == pytest.approx(kl1 / 2, rel=1e-5) and r.by_dataset["b"].kl == pytest.approx(0.0)
-    assert r.by_dataset["a"].label_mass == pytest.approx(0.7) and r.by_dataset["a"].base_label_mass == pytest.approx(0.5)
+    assert r.by_dataset["a"].label_mass == pytest.approx(0.7)
+    assert r.by_dataset["a"].base_label_mass == pytest.approx(0.5)
     assert r.label_mass.value == pytest.approx((0.5 + 0.9 + 0.9) / 3)
     assert r.kl.low <= r.kl.value <= r.kl.high
     assert probe_result(base, current, ["a"] * 3, [], None).label_mass is None

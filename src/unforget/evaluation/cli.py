@@ -141,12 +141,16 @@ def print_validation_table(con: Any, validation: Any) -> None:
                 "unjudged"):
         table.add_column(col)
     for j in validation.judges:
-        acc = (f"{j.accuracy.value:.3f}", f"[{j.accuracy.low:.3f}, {j.accuracy.high:.3f}]") if j.accuracy else ("-", "-")
-        kap = (f"{j.kappa.value:.3f}", f"[{j.kappa.low:.3f}, {j.kappa.high:.3f}]") if j.kappa else ("-", "-")
+        acc = _estimate_cells(j.accuracy)
+        kap = _estimate_cells(j.kappa)
         table.add_row(j.judge, str(j.judged), *acc, *kap, str(j.false_accepts), str(j.false_rejects), str(j.unjudged))
     con.print(table)
     for name, why in validation.unavailable.items():
         con.print(f"[yellow]{name}: unavailable here[/] ({why})")
+
+
+def _estimate_cells(e: Any) -> tuple[str, str]:
+    return (f"{e.value:.3f}", f"[{e.low:.3f}, {e.high:.3f}]") if e is not None else ("-", "-")
 
 
 register_verb("judge", "validate judges against hand-labelled verdicts (`judge validate --gold FILE`)",

@@ -153,8 +153,6 @@ def _predict_and_judge(cfg, lm, ds, todo, judges, leak_sets, appender, tag, on_p
             also = (_rank(cfg, lm, ds, loaded, questions) if cfg.also_rank and ds.class_names
                     else [None] * len(loaded))
         else:
-            from .ranking import rank_classes
-
             ranked = _rank(cfg, lm, ds, loaded, questions)
             answers = [r["prediction"] for r in ranked]
             also = [None] * len(loaded)

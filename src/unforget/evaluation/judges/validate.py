@@ -103,7 +103,7 @@ class GoldValidation:
 
 
 def find_gold_file(name: str | Path) -> Path:
-    """A gold file by path, or a shipped one by name (``digits`` or ``gold-digits`` -> configs/judges/gold-digits.jsonl)."""
+    """A gold file by path, or a shipped one by name (``digits``, ``gold-digits``: configs/judges/gold-digits.jsonl)."""
     from ...config import CONFIG_ROOTS
 
     path = Path(name)
