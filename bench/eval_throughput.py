@@ -11,10 +11,13 @@ Modes, on the same images and prompt:
 
 The naive modes are timed on ``--naive-classes`` classes and ``--naive-images`` images (their cost is exactly one
 full forward per class, so a 100-class figure is the per-class time x 100; the JSON says which figures are
-extrapolated). The machine's fp32 matmul peak is measured in the same run, and every mode's FLOPs are counted from
-the config with unforget.flops (dense attention, see its docstring), so utilisation = FLOPs / time / peak.
+extrapolated). The machine's matmul peak (in the model's dtype) is measured in the same run, and every mode's FLOPs
+are counted from the config with unforget.flops (dense attention, see its docstring), so utilisation = FLOPs / time /
+peak. On a GPU (``--device cuda``) the model runs in bf16, every timing is bracketed by ``torch.cuda.synchronize()``,
+the peak is a bf16 8192^3 product and each mode's ``torch.cuda.max_memory_allocated`` is recorded.
 
     python bench/eval_throughput.py --models bench --n-images 8 --device cpu
+    python bench/eval_throughput.py --models tiny-llava,bench --device cuda --n-images 64 --batch-size 64
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ class ModeResult:
     extrapolated_from: str = ""  # set when the figure is scaled from a smaller measured run
     scale: float = 1.0  # seconds of the reported workload = measured seconds x scale
     flops_breakdown: dict[str, int] = field(default_factory=dict)
+    peak_memory_bytes: int | None = None  # CUDA: max_memory_allocated over the repeats
 
     @property
     def median_s(self) -> float:
@@ -89,6 +93,7 @@ class ModeResult:
             "utilisation": achieved / peak_flops,
             "note": self.note,
             "extrapolated_from": self.extrapolated_from,
+            "peak_memory_gib": self.peak_memory_bytes / 2**30 if self.peak_memory_bytes is not None else None,
         }
 
 
@@ -97,11 +102,12 @@ def synchronise(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_peak(device: str, size: int, tries: int) -> dict[str, Any]:
-    """Best fp32 torch.matmul rate of ``tries`` size^3 products (the denominator of every utilisation)."""
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    a @ b  # warm-up
+def matmul_peak(device: str, size: int, tries: int, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    """Best torch.matmul rate of ``tries`` size^3 products in ``dtype`` (the denominator of every utilisation)."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    for _ in range(2 if device.startswith("cuda") else 1):  # warm-up (cuBLAS picks its kernel on the first call)
+        a @ b
     synchronise(device)
     times = []
     for _ in range(tries):
@@ -110,7 +116,7 @@ def matmul_peak(device: str, size: int, tries: int) -> dict[str, Any]:
         synchronise(device)
         times.append(time.perf_counter() - t0)
     flops = 2 * size**3
-    return {"size": size, "dtype": "float32", "best_flops_per_s": flops / min(times),
+    return {"size": size, "dtype": str(dtype).removeprefix("torch."), "best_flops_per_s": flops / min(times),
             "median_flops_per_s": flops / statistics.median(times), "seconds": times}
 
 
@@ -129,13 +135,13 @@ def synthetic_class_names(n: int, seed: int = 0) -> list[str]:
     return names
 
 
-def build_bench_model(device: str, class_names: list[str]) -> LoadedModel:
+def build_bench_model(device: str, class_names: list[str], dtype: torch.dtype = torch.float32) -> LoadedModel:
     corpus = [QUESTION, "Describe the image.", "a photo of the object"] + [f"a photo of a {c}." for c in class_names]
     tok = train_tokenizer(corpus * 4, vocab_size=1024)
     model, proc = build_llava(tok, BENCH_SHAPE, seed=0)
     # random weights: without this greedy decoding may stop at a random end token; every answer runs its full length
     model.generation_config.eos_token_id = None
-    return LoadedModel(model.to(device).eval(), proc, "llava", "bench (random weights)")
+    return LoadedModel(model.to(device=device, dtype=dtype).eval(), proc, "llava", "bench (random weights)")
 
 
 def random_images(n: int, size: int, seed: int = 0) -> list[Image.Image]:
@@ -150,7 +156,7 @@ def plain_generate(model: Any, processor: Any, images: list, question: str, max_
     lengths = []
     answers = []
     for image in images:
-        inputs = processor(images=image, text=prompt, return_tensors="pt").to(model.device)
+        inputs = processor(images=image, text=prompt, return_tensors="pt").to(model.device, dtype=model.dtype)
         with torch.inference_mode():
             out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
         new = out[0, inputs["input_ids"].shape[1]:]
@@ -167,7 +173,7 @@ def plain_rank(model: Any, processor: Any, images: list, question: str, class_na
     tok = processor.tokenizer
     scores = np.zeros((len(images), len(class_names)))
     for i, image in enumerate(images):
-        inputs = processor(images=image, text=prompt, return_tensors="pt").to(model.device)
+        inputs = processor(images=image, text=prompt, return_tensors="pt").to(model.device, dtype=model.dtype)
         for k, name in enumerate(class_names):
             cand = torch.tensor([tok(name + tok.eos_token, add_special_tokens=False)["input_ids"]], device=model.device)
             ids = torch.cat([inputs["input_ids"], cand], dim=1)
@@ -183,6 +189,15 @@ def batched_forward(lm: LoadedModel, images: list, prompts: list[str], batch_siz
         enc = encode_batch(lm, images[start : start + batch_size], prompts[start : start + batch_size])
         with torch.inference_mode():
             lm.model(**enc, logits_to_keep=1)
+
+
+def reset_peak_memory(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory(device: str) -> int | None:
+    return torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
 
 
 def time_call(fn: Callable[[], Any], device: str) -> tuple[float, Any]:
@@ -246,19 +261,25 @@ def bench_model(name: str, lm: LoadedModel, args: argparse.Namespace, peaks: lis
     plain_rank(lm.model, lm.processor, warm[:1], QUESTION, classes_10[:1])
 
     seconds: dict[str, list[float]] = {m: [] for m in [*modes, *naive_modes]}
+    memory: dict[str, int | None] = {m: None for m in [*modes, *naive_modes]}
+    dtype = next(lm.model.parameters()).dtype
     outputs: dict[str, Any] = {}
     loads: list[tuple[float, ...]] = []
     for r in range(args.repeats):  # interleaved, so a change of machine load hits every mode alike
-        peaks.append(matmul_peak(device, args.peak_size, 3))  # the peak too, in every round
+        peaks.append(matmul_peak(device, args.peak_size, 3, dtype))  # the peak too, in every round
         loads.append(_load_average())
         for mode, fn in modes.items():
+            reset_peak_memory(device)
             s, outputs[mode] = time_call(fn, device)
             seconds[mode].append(s)
+            memory[mode] = max(memory[mode] or 0, peak_memory(device) or 0) if device.startswith("cuda") else None
             log.info("%s repeat %d %s: %.2f s", name, r, mode, s)
         if r < args.naive_repeats:
             for mode, fn in naive_modes.items():
+                reset_peak_memory(device)
                 s, outputs[mode] = time_call(fn, device)
                 seconds[mode].append(s)
+                memory[mode] = max(memory[mode] or 0, peak_memory(device) or 0) if device.startswith("cuda") else None
                 log.info("%s repeat %d %s: %.2f s", name, r, mode, s)
 
     new_tokens = outputs["plain_generate"]
@@ -276,7 +297,8 @@ def bench_model(name: str, lm: LoadedModel, args: argparse.Namespace, peaks: lis
         total = per_image[mode]
         per = total.total // n if mode.endswith("generate") else total.total
         breakdown = {k: v // n for k, v in total.to_dict().items()} if mode.endswith("generate") else total.to_dict()
-        results[mode] = ModeResult(mode, n, seconds[mode], per, flops_breakdown=breakdown)
+        results[mode] = ModeResult(mode, n, seconds[mode], per, flops_breakdown=breakdown,
+                                   peak_memory_bytes=memory[mode])
     results["generate"].note = results["plain_generate"].note = (
         f"{args.max_new_tokens} new tokens max; FLOPs counted for the tokens the plain loop generated "
         f"(mean {np.mean(new_tokens):.1f}) for both")
@@ -285,7 +307,7 @@ def bench_model(name: str, lm: LoadedModel, args: argparse.Namespace, peaks: lis
         measured = naive_flops(classes_naive)
         results[f"{mode}_{naive_k}"] = ModeResult(
             f"{mode}_{naive_k}", len(naive_images), seconds[mode], measured.total, flops_breakdown=measured.to_dict(),
-            note=f"measured on {len(naive_images)} image(s)")
+            note=f"measured on {len(naive_images)} image(s)", peak_memory_bytes=memory[mode])
         for k in (10, 100):
             if k == naive_k:
                 continue
@@ -364,7 +386,12 @@ def _load_average() -> tuple[float, ...]:
         return ()
 
 
-def run_info(args: argparse.Namespace) -> dict[str, Any]:
+EVAL_CODE = ["bench/eval_throughput.py", "src/unforget/flops.py", "src/unforget/evaluation", "src/unforget/models"]
+
+
+def run_info(args: argparse.Namespace, paths: list[str] | None = None) -> dict[str, Any]:
+    """Versions, machine, threads, git sha; ``git_dirty`` when ``paths`` (the code the benchmark runs) have
+    uncommitted changes."""
     import transformers
 
     import unforget
@@ -378,8 +405,7 @@ def run_info(args: argparse.Namespace) -> dict[str, Any]:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
         # uncommitted changes in the code this benchmark runs (others' work elsewhere in the tree does not count)
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "bench/eval_throughput.py",
-                                     "src/unforget/flops.py", "src/unforget/evaluation", "src/unforget/models"],
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", *(paths or EVAL_CODE)],
                                     cwd=ROOT.parent, capture_output=True, text=True).stdout.strip())
     except OSError:
         sha, dirty = "", False
@@ -413,8 +439,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--naive-classes", type=int, default=10, help="classes the naive modes are timed on (10 or 100)")
     p.add_argument("--naive-repeats", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu | cuda")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="model and peak dtype; auto: bfloat16 on cuda, float32 on cpu")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--peak-size", type=int, default=2048, help="matmul size for the fp32 peak (size^3)")
+    p.add_argument("--peak-size", type=int, default=None,
+                   help="matmul size for the peak (size^3); default 8192 on cuda, 2048 on cpu")
+    p.add_argument("--tiny-llava", default="tiny-llava",
+                   help="the tiny-llava model: the zoo name, or a folder built by its recipe")
     p.add_argument("--out", default=None, help="JSON path (default bench/results/eval_throughput-<machine>-<date>.json)")
     return p.parse_args(argv)
 
@@ -424,27 +455,39 @@ def main(argv: list[str] | None = None) -> Path:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda was asked for but CUDA is not available here")
+        if args.device != "cuda" and ":" in args.device:
+            torch.cuda.set_device(int(args.device.split(":", 1)[1]))
+    if args.dtype == "auto":
+        args.dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
+    if args.peak_size is None:
+        args.peak_size = 8192 if args.device.startswith("cuda") else 2048
+    dtype = getattr(torch, args.dtype)
     if args.naive_classes not in (10, 100):
         raise SystemExit("--naive-classes must be 10 or 100")
     info = run_info(args)
-    peaks = [matmul_peak(args.device, args.peak_size, 5)]
+    peaks = [matmul_peak(args.device, args.peak_size, 5, dtype)]
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     per_model = {}
     for name in models:
         if name == "tiny-llava":
             try:
-                lm = load_model("tiny-llava", device=args.device, dtype="float32")
+                lm = load_model(args.tiny_llava, device=args.device, dtype=args.dtype)
             except Exception as exc:  # the embedded model may not be built yet
                 log.warning("tiny-llava skipped: %s", exc)
                 per_model[name] = {"skipped": str(exc)}
                 continue
         elif name == "bench":
-            lm = build_bench_model(args.device, synthetic_class_names(100))
+            lm = build_bench_model(args.device, synthetic_class_names(100), dtype)
         else:
             raise SystemExit(f"unknown model '{name}': use tiny-llava or bench")
         per_model[name] = bench_model(name, lm, args, peaks)
         del lm
-    peaks.append(matmul_peak(args.device, args.peak_size, 5))  # again at the end: the load may have changed
+        if args.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    peaks.append(matmul_peak(args.device, args.peak_size, 5, dtype))  # again at the end: the load may have changed
     peak = max(p["best_flops_per_s"] for p in peaks)
     info["load_average_end"] = _load_average()
     out_models = {}
