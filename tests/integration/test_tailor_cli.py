@@ -86,7 +86,7 @@ def test_tailor_projector_checkpoint_to_a_hf_folder(random_llava_dir, finetuned,
     projector = sum(t["numel"] for k, t in summary["tensors"].items() if "multi_modal_projector" in k)
     # only the projector moved, and it holds less than 10% of the considered entries: all of it is grafted
     assert projector < 0.1 * summary["considered"] and summary["changed"] == projector
-    assert summary["seconds"]["calibrate"] > 0
+    assert summary["seconds"]["calibrate"] > 0 and summary["calibration"] == ["ft-colours"]
     assert "calib:" in (out / "config.yaml").read_text()
     base, tailored = read_weights(random_llava_dir), read_weights(out)
     assert base.keys() == tailored.keys()

@@ -53,3 +53,12 @@ def test_synonyms_and_plurals():
 def test_label_must_be_a_whole_word():
     v = judge("scarf", "car", ["car", "cat"])
     assert v.prediction is None
+
+
+@pytest.mark.parametrize("answer,expected", [("A", "A"), ("a.", "A"), ("The letter is A", "A"), ("It is a B", "B"),
+                                             ("a capital letter", None), ("the", None)])
+def test_article_labels_named_only_as_the_last_word(answer, expected):
+    letters = [chr(ord("A") + i) for i in range(26)]
+    v = judge(answer, "A", letters)
+    assert v.prediction == expected
+    assert v.correct == (expected == "A") and v.confident == (expected is not None)

@@ -157,7 +157,12 @@ def _predict_and_judge(cfg, lm, ds, todo, judges, leak_sets, appender, tag, on_p
             answers = [r["prediction"] for r in ranked]
             also = [None] * len(loaded)
         items = [judge_item(ds, q, a, ds.reference(s)) for q, a, (s, _) in zip(questions, answers, loaded)]
-        verdicts_by_judge = {j.name: j.judge(items) for j in judges}
+        if cfg.mode == "generate":
+            verdicts_by_judge = {j.name: j.judge(items) for j in judges}
+        else:  # the ranked class is the prediction itself: nothing to interpret, no judge call to pay for
+            ranked_verdicts = [Verdict(prediction=it.answer, correct=it.answer == it.reference, judge="rank",
+                                       raw=it.answer) for it in items]
+            verdicts_by_judge = {j.name: ranked_verdicts for j in judges}
         for i, (s, _) in enumerate(loaded):
             rec: dict[str, Any] = {
                 **tag, "id": s.id, "dataset": ds.name, "split": cfg.split, "question": questions[i],

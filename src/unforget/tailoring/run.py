@@ -154,8 +154,8 @@ def needs_calibration(method: str, options: dict[str, Any]) -> bool:
 
 
 def calibration_sets(cfg: TailorConfig, finetuned: list[Path], base: Path,
-                     progress: ProgressFn | None = None) -> list[list[dict[str, Any]]]:
-    """One list of batches per fine-tuned model (a shared set is built once)."""
+                     progress: ProgressFn | None = None) -> tuple[list[str], list[list[dict[str, Any]]]]:
+    """The calibration datasets of each fine-tuned model and their batches (a shared set is built once)."""
     from .calibration_set import calibration_batches, processor_model
 
     names = list(cfg.calib.datasets)
@@ -178,7 +178,7 @@ def calibration_sets(cfg: TailorConfig, finetuned: list[Path], base: Path,
                                            progress=progress)
         built[name] = batches
     per_model = names * len(finetuned) if len(names) == 1 else names
-    return [built[n] for n in per_model]
+    return per_model, [built[n] for n in per_model]
 
 
 def counting_loader(progress: ProgressFn | None, total: int, dtype: str) -> Callable[[Path | None], Any] | None:
@@ -222,8 +222,9 @@ def run_tailor(cfg: TailorConfig, progress: ProgressFn | None = None) -> TailorR
     out = Path(cfg.out) if cfg.out else default_out(cfg, base)
     batches = None
     loader = None
+    calibration: list[str] = []
     if needs_calibration(cfg.method, options):
-        batches = calibration_sets(cfg, finetuned, base, progress)
+        calibration, batches = calibration_sets(cfg, finetuned, base, progress)
         passes = sum(len(b) for b in batches) * 2  # a Fisher pass and a Hessian pass per task
         loader = counting_loader(progress, passes, cfg.dtype)
     device = None if cfg.device == "auto" else cfg.device
@@ -237,8 +238,8 @@ def run_tailor(cfg: TailorConfig, progress: ProgressFn | None = None) -> TailorR
     written = write_tailored(result, out if cfg.format == "hf" else out / "patch.safetensors", format=cfg.format,
                              max_shard_size=cfg.max_shard_size, overwrite=cfg.overwrite)
     stage(2)
-    summary = {"base": str(base), "finetuned": [str(p) for p in finetuned], "format": cfg.format,
-               "model": str(written), **result.summary()}
+    summary = {"base": str(base), "finetuned": [str(p) for p in finetuned], "calibration": calibration,
+               "format": cfg.format, "model": str(written), **result.summary()}
     run.write_config(dataclasses.replace(cfg, base=str(base), finetuned=[str(p) for p in finetuned], out=str(out)))
     run.write_metrics(summary)
     log.info("%s: %d of %d considered entries changed (%.4f) -> %s", cfg.method, result.patch.size,

@@ -47,7 +47,10 @@ def select_training_samples(ds: ImageDataset, cfg: TrainDataConfig) -> list[Samp
 
 
 def question_of(ds: ImageDataset, sample: Sample, index: int, template: int | str) -> str:
-    if sample.question:
+    """The instruction of a training sample, asked as the evaluator asks it: classification and captions through
+    the dataset's template; VQA as the sample's question followed by the same answer-format template
+    (``ImageDataset.question_for``), so that training and evaluation prompts agree."""
+    if sample.question and not ds.templates:
         return sample.question
     if not ds.templates:
         raise DataError(f"dataset '{ds.name}' has no prompt templates and sample {sample.id} no question: "

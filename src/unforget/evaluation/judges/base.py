@@ -58,13 +58,14 @@ _WORD_TO_DIGIT = {w: str(i) for i, w in enumerate(_NUMBER_WORDS)}
 _ARTICLES = {"a", "an", "the"}
 
 
-def normalise(text: str) -> str:
-    """Lower case, no accents or punctuation, no articles, number words as digits, simple plurals singular."""
+def normalise(text: str, keep_articles: bool = False) -> str:
+    """Lower case, no accents or punctuation, no articles (unless ``keep_articles``: a label may be the letter
+    "A"), number words as digits, simple plurals singular."""
     text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii").lower()
     text = re.sub(r"[^a-z0-9]+", " ", text)
     words = []
     for w in text.split():
-        if w in _ARTICLES:
+        if w in _ARTICLES and not keep_articles:
             continue
         w = _WORD_TO_DIGIT.get(w, w)
         if len(w) > 3 and w.endswith("es") and w[:-2].endswith(("ss", "sh", "ch", "x")):

@@ -31,7 +31,8 @@ class ExactJudge:
                 for m in re.finditer(rf"(?<= ){re.escape(norm)}(?= )", text):
                     hits.append((m.start(), -len(norm), label))
         if not hits:
-            return None, False
+            label = self._article_label(answer, labels)
+            return label, label is not None
         # a longer label covering the same span wins ("red star" over "star")
         hits.sort()
         kept: list[tuple[int, int, str]] = []
@@ -42,6 +43,19 @@ class ExactJudge:
         kept.sort()
         labels_named = {label for _, _, label in kept}
         return kept[0][2], len(labels_named) == 1
+
+    @staticmethod
+    def _article_label(answer: str, labels: Sequence[str]) -> str | None:
+        """Labels that normalise to nothing because they are articles (the letters "A"/"a"): named only when no
+        other label is, and only as the answer's last word ("A", "The letter is A.") - "a" inside a sentence is
+        an article."""
+        words = normalise(answer, keep_articles=True).split()
+        if not words:
+            return None
+        for label in labels:
+            if not normalise(label) and normalise(label, keep_articles=True) == words[-1]:
+                return label
+        return None
 
     def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
         out = []
