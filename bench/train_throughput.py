@@ -17,7 +17,8 @@ optimizer, logging; unforget's from its train_log.jsonl, Trainer's from a callba
 steps. Checkpoint writing and model loading are outside those steps and reported apart as ``wall_s``.
 
 FLOPs per step are counted from the config with unforget.flops.train_step_flops (model FLOPs: frozen parts the
-gradient passes through cost 2x, trained parts 3x) on each sample's real (unpadded) token count, and utilisation is
+gradient passes through cost 2x, trained parts 3x) on each sample's real (unpadded) token count, for what each loop
+computes (unforget: vocabulary logits at the answer positions only; Trainer: at every position), and utilisation is
 their rate over the matmul peak measured in the same run (fp32 on CPU; bf16 8192^3 on CUDA, where training runs in
 bf16 mixed precision and each run's torch.cuda.max_memory_allocated is recorded).
 
@@ -127,16 +128,19 @@ def method_options(method: str, args: argparse.Namespace) -> dict[str, Any]:
     return {"r": args.lora_r} if method == "lora" else {}
 
 
-def flops_per_sample(config: Any, tokens: Sequence[int], method: str, options: dict[str, Any]) -> float:
+def flops_per_sample(config: Any, tokens: Sequence[int], logits: Sequence[int | None], method: str,
+                     options: dict[str, Any]) -> float:
+    """Mean model FLOPs of one sample's training step; ``logits``: the positions whose vocabulary logits the loop
+    computes (None: all of them, as a model called with labels does)."""
     if method == "projector":
-        per = [train_step_flops(config, n, 1, trainable=("projector",)).total for n in tokens]
+        kwargs: dict[str, Any] = {"trainable": ("projector",)}
     else:
         lora = METHODS.get("lora").parse_options(options)
         assert isinstance(lora, LoraOptions)
-        per = [train_step_flops(config, n, 1, trainable=() if lora.freeze_multi_modal_projector else ("projector",),
-                                lora_rank=lora.r, lora_targets=[FLOP_TARGET_NAMES[t] for t in lora.target_modules]
-                                ).total for n in tokens]
-    return statistics.fmean(per)
+        kwargs = {"trainable": () if lora.freeze_multi_modal_projector else ("projector",), "lora_rank": lora.r,
+                  "lora_targets": [FLOP_TARGET_NAMES[t] for t in lora.target_modules]}
+    return statistics.fmean(train_step_flops(config, n, 1, logits_tokens=k, **kwargs).total
+                            for n, k in zip(tokens, logits))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -308,6 +312,7 @@ def example_checks(path: str, items: list[TrainItem]) -> dict[str, Any]:
     same_shape = ours["input_ids"].shape == plain["input_ids"].shape
     return {
         "tokens_per_sample": [len(e.input_ids) for e in examples],
+        "answer_tokens_per_sample": [int((e.labels != IGNORE_INDEX).sum()) for e in examples],
         "plain_collator_same_input_ids": bool(same_shape and torch.equal(ours["input_ids"], plain["input_ids"])),
         "plain_collator_same_labels": bool(same_shape and torch.equal(ours["labels"], plain["labels"])),
         "plain_collator_same_pixel_values": bool(torch.equal(ours["pixel_values"], plain["pixel_values"])),
@@ -418,8 +423,13 @@ def main(argv: list[str] | None = None) -> Path:
         per_model[name] = {"path": path, "checks": checks, "tokens_per_sample_mean": statistics.fmean(tokens),
                            "parameters": sum(p.numel() for p in load_model(path, device="cpu", dtype="float32")
                                              .model.parameters())}
+        # unforget computes the vocabulary logits of the answer positions only (training/loss.py), a model called
+        # with labels those of every position
+        answer = checks["answer_tokens_per_sample"]
         per_model[name]["flops_per_sample"] = {
-            m: flops_per_sample(config, tokens, m, method_options(m, args)) for m in methods}
+            m: {"unforget": flops_per_sample(config, tokens, answer, m, method_options(m, args)),
+                "trainer": flops_per_sample(config, tokens, [None] * len(tokens), m, method_options(m, args))}
+            for m in methods}
 
     for r in range(args.repeats):  # interleaved, so that a change of machine load hits every variant alike
         for name, path in paths.items():
@@ -438,7 +448,8 @@ def main(argv: list[str] | None = None) -> Path:
                     wall = time.perf_counter() - t0
                     result = RunResult(name, method, variant, seconds, args.warmup_steps, args.batch_size,
                                        per_model[name]["tokens_per_sample_mean"],
-                                       per_model[name]["flops_per_sample"][method], trainable, wall,
+                                       per_model[name]["flops_per_sample"][method][
+                                           "unforget" if variant == "unforget" else "trainer"], trainable, wall,
                                        {"before": before, "after": load_average()}, peak_memory_gib(args.device),
                                        losses)
                     results.append(result)
