@@ -45,6 +45,7 @@ from ..stats import (
 )
 from .base import REPORTS, ReportKind
 from .document import ReportFiles
+from .probe import probe_mean, rank_correlation
 
 log = logging.getLogger(__name__)
 
@@ -382,7 +383,7 @@ def probe_summary(run: EmtRun) -> dict[str, Any] | None:
         curve = []
         for epoch in sorted(rows):
             r = rows[epoch]
-            kl_others = _probe_mean(r, others, "kl")
+            kl_others = probe_mean(r, others, "kl")
             curve.append({"epoch": epoch, "kl": r.get("kl"), "kl_others": kl_others,
                           "label_mass": r.get("label_mass"), "base_label_mass": r.get("base_label_mass"),
                           "by_dataset": r.get("by_dataset") or {}})
@@ -397,29 +398,9 @@ def probe_summary(run: EmtRun) -> dict[str, Any] | None:
             "points": points, "correlation": kl_forgetting_correlation(points)}
 
 
-def _probe_mean(row: dict[str, Any], datasets: Sequence[str], key: str) -> float | None:
-    """Mean of ``key`` over the probe samples of ``datasets`` (per-dataset means weighted by their counts)."""
-    parts = [(v["n"], v[key]) for d, v in (row.get("by_dataset") or {}).items()
-             if d in datasets and v.get(key) is not None and v.get("n")]
-    total = sum(n for n, _ in parts)
-    return sum(n * x for n, x in parts) / total if total else None
-
-
 def kl_forgetting_correlation(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Spearman's rho (scipy.stats.spearmanr) between probe KL and measured forgetting over (arm, epoch) points."""
-    from scipy.stats import spearmanr
-
-    kl = [p["kl"] for p in points]
-    forgetting = [p["forgetting"] for p in points]
-    out: dict[str, Any] = {"method": "spearman", "n": len(points), "rho": None, "p_value": None, "why_none": None}
-    if len(points) < 3:
-        out["why_none"] = f"needs at least 3 (method, epoch) points, has {len(points)}"
-    elif len(set(kl)) < 2 or len(set(forgetting)) < 2:
-        out["why_none"] = "KL or forgetting is the same at every point: no ranking to correlate"
-    else:
-        rho, p_value = spearmanr(kl, forgetting)
-        out["rho"], out["p_value"] = json_float(float(rho)), json_float(float(p_value))
-    return out
+    return rank_correlation(points, "kl", "forgetting", "(method, epoch)")
 
 
 def _table_row(run: EmtRun, arm: Arm, dataset: str, curve: list[dict[str, Any]]) -> dict[str, Any]:

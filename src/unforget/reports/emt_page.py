@@ -28,6 +28,7 @@ from .plots import (
     heatmap,
     line_plot,
 )
+from .probe import correlation_sentence, scatter_panel
 
 SHARE_RANGE = (-0.03, 1.03)  # y range of shares: a curve at 0 or 1 stays visible off the frame
 BASELINE_NAMES = {"linear-probe": "linear probe (vision encoder)", "zero-shot": "zero-shot CLIP (vision encoder)"}
@@ -240,8 +241,6 @@ def _probe_section(summary: dict[str, Any], colours: dict[str, str]) -> Section:
                          xlabel="epoch", integer_x=True)
     mass_panel = LinePanel(f"mass on {probe.get('label_set') or 'label'} tokens", [], ylabel="probability",
                            xlabel="epoch", ylim=SHARE_RANGE, integer_x=True)
-    scatter = LinePanel("KL vs measured forgetting", [], ylabel="forgetting (base - epoch accuracy)",
-                        xlabel="KL(base || current), nats")
     for folder, curve in probe["curves"].items():
         label = label_of.get(folder, folder)
         kl_panel.series.append(Series(label, [p["epoch"] for p in curve], [p["kl_others"] for p in curve]))
@@ -249,17 +248,11 @@ def _probe_section(summary: dict[str, Any], colours: dict[str, str]) -> Section:
         mass_panel.series.append(Series(label, [p["epoch"] for p in curve], [m["value"] if m else None for m in mass],
                                         [m["low"] if m else None for m in mass],
                                         [m["high"] if m else None for m in mass]))
-        mine = [p for p in probe["points"] if p["arm"] == folder]
-        if mine:
-            scatter.series.append(Series(label, [p["kl"] for p in mine], [p["forgetting"] for p in mine],
-                                         linestyle="none"))
+    scatter = scatter_panel("KL vs measured forgetting", [{**p, "label": label_of.get(p["arm"], p["arm"])}
+                                                          for p in probe["points"]], "kl", "forgetting", "label",
+                            ylabel="forgetting (base - epoch accuracy)")
     panels = [kl_panel, mass_panel] + ([scatter] if scatter.series else [])
-    corr = probe["correlation"]
-    if corr["rho"] is not None:
-        verdict = (f"Spearman's rank correlation between the probe's KL and measured forgetting over {corr['n']} "
-                   f"(method, epoch) points: rho = {format_number(corr['rho'])}, p = {format_p(corr['p_value'])}.")
-    else:
-        verdict = f"Spearman's rank correlation between KL and forgetting: not computed ({corr['why_none']})."
+    verdict = correlation_sentence(probe["correlation"], "the probe's KL and measured forgetting", "(method, epoch)")
     fig = Figure("probe", line_plot(panels, title="Judge-free forgetting probe", colours=colours, ncols=len(panels)),
                  "Left: KL(base || current) of the next-token distribution at the answer position, mean over the "
                  "probe samples of the other datasets (no generation, no judge). Middle: probability on the first "

@@ -33,6 +33,7 @@ from ..evaluation.evaluator import evaluate, make_load_model
 from ..models.loading import LoadedModel
 from ..runs import RunDir, atomic_write_json, read_jsonl
 from .base import STUDIES, Study
+from .probing import base_file, make_probe, record_probe
 
 log = logging.getLogger(__name__)
 
@@ -185,27 +186,16 @@ def _run_arm(cfg: EmtConfig, arm: MethodRun, seed: int, sub: RunDir, ev: EvalCon
 def _make_probe(cfg: EmtConfig, ev: EvalConfig, lm: LoadedModel, out: Path) -> Any:
     """The forgetting probe on the evaluated datasets, label tokens of the fine-tuning set; the base model's
     distributions are computed once and kept in the run folder (None when probe.enabled is false)."""
-    if not cfg.probe.enabled:
-        return None
-    from ..evaluation.probe import BASE_FILE, ForgettingProbe
-
-    probe = ForgettingProbe(cfg.probe, ev.datasets, label_set=cfg.train.dataset)
-    probe.prepare(lm, out / BASE_FILE)
+    probe = make_probe(cfg.probe, ev.datasets, cfg.train.dataset)
+    if probe is not None:
+        probe.prepare(lm, base_file(out))
     return probe
 
 
 def _write_probe(cfg: EmtConfig, probe: Any, lm: LoadedModel, run: RunDir, epoch: int,
                  tag: dict[str, Any]) -> dict[str, Any] | None:
     """Measure the probe after ``epoch`` and append it to ``run``'s probe.jsonl (once: a rerun reads it back)."""
-    if probe is None:
-        return None
-    for rec in read_jsonl(run.file("probe.jsonl")):
-        if rec.get("epoch") == epoch and all(rec.get(k) == v for k, v in tag.items()):
-            return rec
-    rec = {"epoch": epoch, **tag, **probe.measure(lm, confidence=1.0 - cfg.alpha).to_dict()}
-    with run.appender("probe.jsonl") as app:
-        app.write(rec)
-    return rec
+    return record_probe(probe, lm, run, {"epoch": epoch, **tag}, 1.0 - cfg.alpha)
 
 
 def _write_alignment(lm: LoadedModel, cfg: EmtConfig, run: RunDir, epoch: int) -> None:
