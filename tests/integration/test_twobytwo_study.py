@@ -62,8 +62,21 @@ def test_study_runs_end_to_end_and_resumes_one_run(random_llava_dir, tmp_path):
     assert all(r["trainable_parameters"] > 0 and r["done"] for r in summary["runs"])
     assert {c["id"] for c in summary["claims"]} >= {"no-ood-image-forgetting", "lower-lr-forgets-less",
                                                     "hybrid-recovers-ood-text"}
+    # the judge-free probe: the base model's distributions once, a row for the base and for every run
+    assert (out / "probe_base.safetensors").is_file()
+    (base_probe,) = read_jsonl(out / "base" / "probe.jsonl")
+    assert base_probe["kl"]["value"] == pytest.approx(0.0, abs=1e-6) and base_probe["n"] == 16
+    for name in RUNS:
+        (row,) = read_jsonl(out / name / "probe.jsonl")
+        assert row["epoch"] == 1 and set(row["by_dataset"]) == {c["dataset"] for c in cells.values()}
+        assert json.loads((out / name / "metrics.json").read_text())["probe"] == row
+    assert [p["name"] for p in summary["probe"]["points"]] == RUNS
+    assert summary["probe"]["correlation"]["ood_image"]["n"] == 4
+    # a larger learning rate moves the model further from the base (same method, same data)
+    kl = {p["name"]: p["kl"] for p in summary["probe"]["points"]}
+    assert kl["sweep/projector-lr0.001-e1"] > kl["sweep/projector-lr0.0001-e1"] > 0
     for name in ("report.html", "report.md", "plots/pareto.png", "plots/sweep-forgetting-e1.png",
-                 "plots/hybrid.png", "plots/grid-projector.png"):
+                 "plots/hybrid.png", "plots/grid-projector.png", "plots/probe.png"):
         assert (out / name).is_file(), name
 
     # remove one sweep run's DONE and answers: the rerun evaluates that run again and touches nothing else
@@ -71,8 +84,10 @@ def test_study_runs_end_to_end_and_resumes_one_run(random_llava_dir, tmp_path):
     answers = (redo / "samples.jsonl").read_text()
     (redo / "DONE").unlink()
     (redo / "samples.jsonl").unlink()
-    kept = [out / "base" / "samples.jsonl", out / "replay" / "replay" / "replay.jsonl"]
-    kept += [out / r / f for r in RUNS if out / r != redo for f in ("samples.jsonl", "metrics.json", "DONE")]
+    kept = [out / "base" / "samples.jsonl", out / "base" / "probe.jsonl", out / "probe_base.safetensors",
+             out / "replay" / "replay" / "replay.jsonl"]
+    kept += [out / r / f for r in RUNS if out / r != redo
+             for f in ("samples.jsonl", "metrics.json", "probe.jsonl", "DONE")]
     stamps = {p: p.stat().st_mtime_ns for p in kept}
     assert main(args) == 0
     assert (redo / "DONE").exists()

@@ -279,3 +279,70 @@ def test_cells_loading_under_one_name_are_rejected(tmp_path):
     assert names["id_image_ood_text"] == "test" and names["ood_image_ood_text"] == refs[1] + "?name=b"
     saved = json.loads((tmp_path / "run" / "cells.json").read_text())
     assert saved["ood_image_ood_text"] == {"ref": refs[1] + "?name=b", "dataset": refs[1] + "?name=b"}
+
+
+# ------------------------------------------------------------------------------------------------- probe
+
+# per run: KL on (T, IO, OI, OO), label mass. OOD-image KL = mean of OI and OO (2 probe samples each).
+PROBE = {
+    "sweep/projector-lr0.0001-e1": ((0.5, 0.1, 0.1, 0.1), 0.10),
+    "sweep/projector-lr0.001-e1": ((0.5, 0.0, 0.9, 0.3), 0.40),
+    "sweep/full-lr0.001-e1": ((0.5, 0.6, 1.5, 1.1), 0.60),
+    "hybrid/r0": ((0.5, 0.2, 0.3, 0.1), 0.20),
+    "hybrid/r0.5": ((0.5, 0.0, 0.05, 0.05), 0.15),
+}
+
+
+def probe_row(kls, mass, epoch):
+    by = {ref: {"n": 2, "kl": kl, "label_mass": mass, "base_label_mass": 0.1} for ref, kl in zip(CELLS.values(), kls)}
+    return {"epoch": epoch, "n": 8, "kl": {"value": sum(kls) / 4, "low": 0.0, "high": 2.0, "n": 8},
+            "label_mass": {"value": mass, "low": mass - 0.05, "high": mass + 0.05, "n": 8}, "base_label_mass": 0.1,
+            "label_set": "T", "label_tokens": [3], "by_dataset": by}
+
+
+@pytest.fixture()
+def probed_dir(run_dir: Path) -> Path:
+    write_jsonl(run_dir / "base" / "probe.jsonl", [probe_row((0.0,) * 4, 0.1, 0)])
+    for name, (kls, mass) in PROBE.items():
+        write_jsonl(run_dir / name / "probe.jsonl", [probe_row(kls, mass, 1)])
+    return run_dir
+
+
+def test_probe_points_against_measured_forgetting(probed_dir):
+    probe = summarise_twobytwo(probed_dir)["probe"]
+    points = {p["name"]: p for p in probe["points"]}
+    assert list(points) == list(RUNS) and probe["missing"] == []
+    p = points["sweep/projector-lr0.001-e1"]
+    assert p["kl_ood_image"] == pytest.approx(0.6)  # (0.9 + 0.3) / 2: the target's KL is not in it
+    assert p["kl_other"] == pytest.approx(0.4)  # (0.0 + 0.9 + 0.3) / 3
+    assert p["kl_cells"]["id_image_id_text"] == pytest.approx(0.5)
+    assert p["forgetting_ood_image"] == pytest.approx(0.5) and p["forgetting_other"] == pytest.approx(20 / 60)
+    assert probe["base_label_mass"] == pytest.approx(0.1) and probe["label_set"] == "T"
+    # OOD images: KL ranks (2, 4, 5, 3, 1), forgetting 0, 0.5, 0.75, 0, 0 -> ranks (2, 4, 5, 2, 2): rho = 8 / sqrt(80)
+    corr = probe["correlation"]["ood_image"]
+    assert corr["n"] == 5 and corr["rho"] == pytest.approx(8 / 80 ** 0.5)
+    from scipy.stats import spearmanr
+
+    expected = spearmanr([0.1, 0.6, 1.3, 0.2, 0.05], [0, 0.5, 0.75, 0, 0])
+    assert corr["p_value"] == pytest.approx(expected.pvalue)
+    # other cells: KL 0.1, 0.4, 16/15, 0.2, 0.1/3 and forgetting 0, 20/60, 40/60, 15/60, 2/60 order the runs alike
+    assert probe["correlation"]["other"]["rho"] == pytest.approx(0.9)
+    assert probe["correlation"]["label_mass_ood_image"]["rho"] == pytest.approx(
+        spearmanr([0.1, 0.4, 0.6, 0.2, 0.15], [0, 0.5, 0.75, 0, 0]).statistic)
+
+
+def test_probe_section_and_plot(probed_dir):
+    files = write_twobytwo_report(probed_dir)
+    assert "probe.png" in [p.name for p in files.plots]
+    md = files.markdown.read_text()
+    assert "Judge-free forgetting probe" in md and "rho = 0.894" in md
+    assert "over 5 run points" in md
+
+
+def test_probe_missing_for_a_run_and_absent_altogether(probed_dir, run_dir):
+    (probed_dir / "hybrid" / "r0.5" / "probe.jsonl").unlink()
+    probe = summarise_twobytwo(probed_dir)["probe"]
+    assert probe["missing"] == ["hybrid/r0.5"] and probe["correlation"]["ood_image"]["n"] == 4
+    for path in probed_dir.rglob("probe.jsonl"):
+        path.unlink()
+    assert summarise_twobytwo(probed_dir)["probe"] is None

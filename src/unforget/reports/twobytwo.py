@@ -3,7 +3,7 @@
 Inputs (layout in :mod:`unforget.studies.twobytwo`): ``config.yaml``; ``cells.json`` (the dataset name each cell's
 records carry); ``base/samples.jsonl`` (epoch 0); per run
 ``spec.json`` (what it trains), ``samples.jsonl`` (its judged answers on the four cells), ``metrics.json``
-(trainable parameters, training sources) and ``DONE``.
+(trainable parameters, training sources), ``probe.jsonl`` (the judge-free probe, when measured) and ``DONE``.
 
 Every figure is recomputed from the judged records, pairing the same (dataset, id) across evaluations:
 
@@ -12,7 +12,9 @@ Every figure is recomputed from the judged records, pairing the same (dataset, i
 - the Pareto front of target gain against forgetting (on the three other cells, and on the two OOD-image cells);
 - claims as `stats.check_claim` verdicts: the paper's "constraining trainable parameters or lowering the learning
   rate prevents forgetting on OOD images" on every sweep run, and "hybrid data recovers the ID-image + OOD-text
-  cell while the target gain stays" on every hybrid run.
+  cell while the target gain stays" on every hybrid run;
+- the judge-free probe per run (KL from the base model per cell, label mass) against the measured forgetting, with
+  Spearman's rank correlation across runs (:mod:`.probe`).
 
 ``summarise_twobytwo(run_dir)`` returns the JSON-ready summary; ``write_twobytwo_report(run_dir)`` writes it as
 ``metrics.json`` with ``report.html``, ``report.md`` and ``plots/*.png`` (the page: :mod:`.twobytwo_page`).
@@ -40,6 +42,7 @@ from ..stats import (
 )
 from .base import REPORTS, ReportKind
 from .document import ReportFiles
+from .probe import probe_mean, probe_row, rank_correlation
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,7 @@ class RunRecords:
     metrics: dict[str, Any] | None
     done: bool
     records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    probe: dict[str, Any] | None = None  # its probe.jsonl row (after training)
 
     @property
     def kind(self) -> str:
@@ -101,6 +105,8 @@ class TwoByTwoRun:
     base: dict[str, list[dict[str, Any]]]
     base_done: bool
     runs: list[RunRecords]
+    names: dict[str, str] = field(default_factory=dict)  # cell key -> the dataset name its records carry
+    base_probe: dict[str, Any] | None = None
 
 
 def judged(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -147,11 +153,13 @@ def read_twobytwo_run(run_dir: str | Path) -> TwoByTwoRun:
             spec = read_json(sub / "spec.json")
             metrics = read_json(sub / "metrics.json") if (sub / "metrics.json").exists() else None
             runs.append(RunRecords(name=f"{kind}/{sub.name}", spec=spec, metrics=metrics, done=(sub / "DONE").exists(),
-                                   records=_by_cell(read_jsonl(sub / "samples.jsonl"), names)))
+                                   records=_by_cell(read_jsonl(sub / "samples.jsonl"), names),
+                                   probe=probe_row(sub)))
     runs.sort(key=lambda r: _plan_order(cfg, r))
     return TwoByTwoRun(path=path, config=cfg, cells=cells, alpha=float(cfg.get("alpha", 0.05)),
                        margin=float(cfg.get("margin", 0.05)), base=_by_cell(base_records, names),
-                       base_done=(path / "base" / "DONE").exists(), runs=runs)
+                       base_done=(path / "base" / "DONE").exists(), runs=runs, names=names,
+                       base_probe=probe_row(path / "base", epoch=0))
 
 
 def _plan_order(cfg: dict[str, Any], run: RunRecords) -> tuple:
@@ -291,9 +299,55 @@ def summarise_twobytwo(run_dir: str | Path) -> dict[str, Any]:
         "runs": points,
         "heatmaps": heatmaps,
         "claims": _claims(run),
+        "probe": probe_summary(run, points),
         "notes": _notes(run),
     }
     return summary
+
+
+PROBE_UNIT = "run"
+
+
+def probe_summary(run: TwoByTwoRun, points: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The judge-free probe of every run against its measured forgetting.
+
+    Per run: the probe's KL on each cell, on the two OOD-image cells and on the three other cells (means over their
+    probe samples), the mass on the fine-tuning labels, and the forgetting measured on the same cells (paired, from
+    the summary's points). Spearman's rho across runs says whether the probe orders the runs as the judged
+    evaluation does; the OOD-image cells are the ones the paper's claims are about.
+    """
+    if run.base_probe is None and not any(r.probe for r in run.runs):
+        return None
+    names = run.names or run.cells
+    rows = []
+    for r, p in zip(run.runs, points):
+        if r.probe is None:
+            continue
+        mass = r.probe.get("label_mass")
+        rows.append({
+            "name": r.name, "kind": r.kind, "group": r.method_name if r.kind == "sweep" else "hybrid",
+            "epoch": r.probe.get("epoch"),
+            "kl": (r.probe.get("kl") or {}).get("value"),
+            "kl_cells": {c: probe_mean(r.probe, [names[c]]) for c in CELL_KEYS},
+            "kl_ood_image": probe_mean(r.probe, [names[c] for c in OOD_IMAGE_CELLS]),
+            "kl_other": probe_mean(r.probe, [names[c] for c in OTHER_CELLS]),
+            "label_mass": mass, "label_mass_value": mass["value"] if mass else None,
+            "forgetting_ood_image": p["forgetting_ood_image"], "forgetting_other": p["forgetting_other"],
+            "forgetting_cells": p["forgetting"],
+        })
+    base = run.base_probe or {}
+    return {
+        "label_set": base.get("label_set") or next((r.probe.get("label_set") for r in run.runs if r.probe), None),
+        "base_label_mass": base.get("base_label_mass") or (base.get("label_mass") or {}).get("value"),
+        "probe_samples": {c: ((base.get("by_dataset") or {}).get(names[c]) or {}).get("n") for c in CELL_KEYS},
+        "points": rows,
+        "correlation": {
+            "ood_image": rank_correlation(rows, "kl_ood_image", "forgetting_ood_image", PROBE_UNIT),
+            "other": rank_correlation(rows, "kl_other", "forgetting_other", PROBE_UNIT),
+            "label_mass_ood_image": rank_correlation(rows, "label_mass_value", "forgetting_ood_image", PROBE_UNIT),
+        },
+        "missing": [r.name for r in run.runs if r.probe is None],
+    }
 
 
 def _accuracy(records: Sequence[dict[str, Any]], alpha: float) -> dict[str, Any] | None:

@@ -21,6 +21,7 @@ from .document import (
     format_p,
 )
 from .plots import DPI, PALETTE, HeatmapPanel, LinePanel, ReferenceLine, Series, colour_map, heatmap, line_plot
+from .probe import correlation_sentence, scatter_panel
 from .twobytwo import CELL_KEYS, CELL_LABELS
 
 SHARE_RANGE = (-0.03, 1.03)
@@ -50,6 +51,8 @@ def build_twobytwo_report(summary: dict[str, Any]) -> Report:
     hybrid = [r for r in summary["runs"] if r["kind"] == "hybrid"]
     if hybrid:
         report.sections.append(_hybrid_section(summary, hybrid))
+    if summary.get("probe"):
+        report.sections.append(_probe_section(summary))
     report.sections.append(_notes_section(summary))
     return report
 
@@ -230,6 +233,51 @@ def _hybrid_section(summary: dict[str, Any], hybrid: list[dict[str, Any]]) -> Se
         Table(["run", "r", "by", "training examples", *[CELL_LABELS[c] for c in CELL_KEYS]], rows,
               "Accuracy and change from the base model per cell."),
     ])
+
+
+def _probe_section(summary: dict[str, Any]) -> Section:
+    """The judge-free probe of every run: KL from the base model (and label mass) against measured forgetting."""
+    probe = summary["probe"]
+    points = probe["points"]
+    corr = probe["correlation"]
+    sentences = [
+        correlation_sentence(corr["ood_image"], "the probe's KL and measured forgetting on the OOD-image cells", "run"),
+        correlation_sentence(corr["other"], "the probe's KL and measured forgetting on the 3 other cells", "run"),
+        correlation_sentence(corr["label_mass_ood_image"], "the mass on the fine-tuning labels and forgetting on "
+                                                           "the OOD-image cells", "run"),
+    ]
+    label_set = probe.get("label_set") or "fine-tuning"
+    blocks: list[Any] = [BulletList(sentences)]
+    panels = [scatter_panel("OOD-image cells", points, "kl_ood_image", "forgetting_ood_image", "group",
+                            ylabel="forgetting (base - tuned accuracy)"),
+              scatter_panel("3 other cells", points, "kl_other", "forgetting_other", "group",
+                            ylabel="forgetting (base - tuned accuracy)"),
+              scatter_panel(f"mass on {label_set} label tokens", points, "label_mass_value", "forgetting_ood_image",
+                            "group", xlabel="probability on the label tokens",
+                            ylabel="forgetting on OOD-image cells")]
+    panels = [p for p in panels if p.series]
+    if panels:
+        colours = colour_map(list(dict.fromkeys(str(p["group"]) for p in points)))
+        blocks.append(Figure("probe", line_plot(panels, title="Judge-free forgetting probe vs measured forgetting",
+                                                colours=colours, ncols=len(panels)),
+                             "Each run after training: KL(base || tuned) of the next-token distribution at the answer "
+                             "position, mean over the probe samples of the cells named (no generation, no judge), "
+                             "against the forgetting measured on the same cells (base - tuned accuracy, paired). "
+                             "Right: the probability the tuned model puts on the first tokens of the fine-tuning "
+                             "labels. Colours: sweep methods; hybrid runs together."))
+    base_mass = probe.get("base_label_mass")
+    rows = [[p["name"], *[format_number(p["kl_cells"].get(c)) for c in CELL_KEYS],
+             format_estimate(p["label_mass"]) if p.get("label_mass") else "-",
+             _signed(p["forgetting_ood_image"]), _signed(p["forgetting_other"])] for p in points]
+    blocks.append(Table(["run", *[f"KL {CELL_LABELS[c]}" for c in CELL_KEYS], "label mass",
+                         "forgetting (OOD images)", "forgetting (3 other cells)"], rows,
+                        "KL in nats, mean over each cell's probe samples; label mass with a bootstrap interval"
+                        + (f" (base model: {format_number(base_mass)})" if base_mass is not None else "")
+                        + "; forgetting = base - tuned accuracy on the same cells."))
+    if probe.get("missing"):
+        blocks.append(Paragraph(f"No probe measured for {', '.join(probe['missing'])} (run before the probe existed "
+                                "or with probe.enabled false)."))
+    return Section("Judge-free forgetting probe", blocks)
 
 
 def _notes_section(summary: dict[str, Any]) -> Section:

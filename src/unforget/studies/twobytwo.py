@@ -17,9 +17,13 @@ Run folder (``runs/2x2/<name>/``)::
 
     config.yaml                      the resolved study config
     cells.json                       each cell's reference and the dataset name its records carry
-    base/                            the base model on the four cells: samples.jsonl (epoch 0), metrics.json, DONE
+    probe_base.safetensors           the base model's next-token distributions on the probe set (probe.enabled)
+    base/                            the base model on the four cells: samples.jsonl (epoch 0), metrics.json,
+                                     probe.jsonl (its probe row: KL 0, the label mass before fine-tuning), DONE
     replay/<source>/                 the base model's answers on a replay source: replay.jsonl, images/, DONE
-    sweep/<method>-lr<lr>-e<epochs>/ one sweep run: spec.json, train/, samples.jsonl, metrics.json, DONE
+    sweep/<method>-lr<lr>-e<epochs>/ one sweep run: spec.json, train/, samples.jsonl, probe.jsonl (the judge-free
+                                     probe after training: KL from the base model per cell, label mass),
+                                     metrics.json, DONE
     hybrid/r<r>[-<mix_by>]/          one hybrid run, the same files
     metrics.json, report.html, report.md, plots/   the summary, built from the folders above only
 
@@ -40,9 +44,10 @@ import numpy as np
 from ..config import to_dict
 from ..data import load_dataset
 from ..errors import ConfigError
-from ..evaluation.config import EvalConfig, ModelConfig
+from ..evaluation.config import EvalConfig, ModelConfig, ProbeConfig
 from ..runs import RunDir, atomic_write_json, read_json, read_jsonl
 from .base import STUDIES, Study
+from .probing import base_file, base_probe_pending, load_base_distributions, make_probe, record_probe
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +192,7 @@ class TwoByTwoConfig:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     hybrid: HybridConfig = field(default_factory=HybridConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)  # eval.datasets is set from `cells`
+    probe: ProbeConfig = field(default_factory=ProbeConfig)  # judge-free KL probe of the base model and every run
     seed: int = 0
     alpha: float = 0.05  # significance level of the claim checks
     margin: float = 0.05  # the largest accuracy change that still counts as "no forgetting" / "the gain stays"
@@ -300,10 +306,15 @@ def run_twobytwo(cfg: TwoByTwoConfig, progress: ProgressFn | None = None) -> Pat
     replay_refs = {name: replay_reference(out / "replay" / name) for name in need_replay}
     todo_replay = [s for s in cfg.hybrid.sources if s.name in need_replay
                    and not _replay_ready(out / "replay" / s.name, need_replay[s.name])]
-    if not _evaluated(base_run, ev) or todo_replay:
+    # the probe on the four cells, label tokens of the fine-tuning set; base distributions once, in the folder
+    probe = make_probe(cfg.probe, ev.datasets, train_dataset(cfg))
+    if not _evaluated(base_run, ev) or todo_replay or base_probe_pending(probe, out, base_run, {"epoch": 0}):
         from ..evaluation.evaluator import evaluate, make_load_model
 
         lm = make_load_model(cfg.model)
+        if probe is not None:
+            probe.prepare(lm, base_file(out))
+            record_probe(probe, lm, base_run, {"epoch": 0}, 1.0 - cfg.alpha)
         if not _evaluated(base_run, ev):
             log.info("evaluating the base model on the four cells")
             result = evaluate(ev, lm=lm, run=base_run, progress=_prefixed(progress, "base"), tag={"epoch": 0})
@@ -322,7 +333,7 @@ def run_twobytwo(cfg: TwoByTwoConfig, progress: ProgressFn | None = None) -> Pat
         if _evaluated(sub, run_ev):
             log.info("%s: done, skipped", spec.name)
             continue
-        _run_spec(cfg, spec, sub, run_ev, progress)
+        _run_spec(cfg, spec, sub, run_ev, progress, probe)
         sub.mark_done()
         _free_memory()
 
@@ -365,7 +376,8 @@ def _replay_ready(folder: Path, count: int) -> bool:
     return (folder / "DONE").exists() and meta.exists() and read_json(meta).get("answers", 0) >= count
 
 
-def _run_spec(cfg: TwoByTwoConfig, spec: RunSpec, sub: RunDir, ev: EvalConfig, progress: ProgressFn | None) -> None:
+def _run_spec(cfg: TwoByTwoConfig, spec: RunSpec, sub: RunDir, ev: EvalConfig, progress: ProgressFn | None,
+              probe: Any = None) -> None:
     from ..evaluation.evaluator import evaluate
     from ..training.config import FinetuneConfig, TrainDataConfig
     from ..training.methods.base import METHODS
@@ -390,11 +402,15 @@ def _run_spec(cfg: TwoByTwoConfig, spec: RunSpec, sub: RunDir, ev: EvalConfig, p
     result = finetune(ft, progress=_prefixed(progress, f"{spec.name} train"))
     evaluation = evaluate(ev, lm=result.lm, run=sub, progress=_prefixed(progress, spec.name),
                           tag={"epoch": result.epochs_done})
+    probed = None
+    if probe is not None:
+        load_base_distributions(probe, result.lm, sub.path.parents[1])
+        probed = record_probe(probe, result.lm, sub, {"epoch": result.epochs_done}, 1.0 - cfg.alpha)
     sub.write_metrics({
         **spec.to_dict(), "lr": lr, "seed": cfg.seed, "epochs_done": result.epochs_done,
         "trainable_parameters": result.trainable_parameters, "total_parameters": result.total_parameters,
         "final_loss": result.final_loss, "train_seconds": result.seconds, "train_examples": _train_examples(data),
-        "eval": evaluation.to_dict(),
+        "eval": evaluation.to_dict(), "probe": probed,
     })
 
 
