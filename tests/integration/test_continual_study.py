@@ -35,7 +35,7 @@ def study(random_llava_dir, tmp_path_factory):
         "strategies": [{"name": "naive", "strategy": "naive"},
                        {"name": "model-tailor", "strategy": "model-tailor",
                         "options": {"sparsity": 0.2, "calib_samples": 4, "calib_batch_size": 2}}],
-        "eval": {"limit": 5, "batch_size": 8, "max_new_tokens": 3}, "n_resamples": 200,
+        "eval": {"limit": 5, "batch_size": 8, "max_new_tokens": 3}, "n_resamples": 200, "probe": {"limit": 8},
     }
     path = folder / "continual.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -62,11 +62,28 @@ def test_run_folder_layout(study):
     for strategy in STRATEGIES:
         for folder in steps(out, strategy):
             for name in ("DONE", "weights.safetensors", "samples.jsonl", "metrics.json", "train_result.json",
-                         "train/DONE"):
+                         "train/DONE", "probe.jsonl"):
                 assert (folder / name).is_file(), f"{folder}/{name}"
     graft = json.loads((steps(out, "model-tailor")[1] / "model-tailor.json").read_text())
     assert graft["changed_fraction"] == pytest.approx(0.2, abs=1e-3)
     assert (out / "report.md").read_text().count("| naive |") >= 2
+
+
+def test_probe_after_every_step(study):
+    _, out = study
+    assert (out / "probe_base.safetensors").is_file()
+    (base,) = read_jsonl(out / "base" / "probe.jsonl")
+    assert base["step"] == -1 and base["kl"]["value"] == pytest.approx(0.0, abs=1e-6)
+    assert base["n"] == 8 + 6  # the first probe.limit = 8 of each test split; shapes has 6
+    for strategy in STRATEGIES:
+        rows = [read_jsonl(folder / "probe.jsonl") for folder in steps(out, strategy)]
+        assert [[r["step"] for r in rs] for rs in rows] == [[0], [1]]
+        assert all(rs[0]["kl"]["value"] > 0 for rs in rows)  # fine-tuning moved the answer distribution
+    summary = json.loads((out / "metrics.json").read_text())
+    points = summary["probe"]["points"]
+    assert [(p["strategy"], p["step"]) for p in points] == [("naive", 1), ("model-tailor", 1)]
+    assert all(p["n"] == 5 for p in points)  # digits, judged after step 0 and step 1
+    assert summary["probe"]["correlation"]["forgetting"]["why_none"] == "needs at least 3 (strategy, step) points, has 2"
 
 
 def test_accuracy_matrix_matches_the_records(study):

@@ -119,3 +119,60 @@ def test_report_files_and_kind_detection(tmp_path):
 def test_step_folder_names_and_labels():
     assert step_folder_name(2, "scenes-vqa?qtypes=colour&n_test=5") == "step-2-scenes-vqa-qtypes-colour-n_test-5"
     assert task_labels(["digits", "jsonl:/d/vqa.jsonl", "a?x=1", "a?x=2"]) == ["digits", "vqa", "a?x=1", "a?x=2"]
+
+
+# ------------------------------------------------------------------------------------------------- probe
+
+HALF = [[[1, 1, 1, 1], [0, 0, 0, 0]],
+        [[1, 1, 0, 0], [1, 1, 1, 1]]]
+
+
+def _probe_row(step, kl_digits, kl_shapes):
+    by = {TASKS[0]: {"n": 2, "kl": kl_digits, "label_mass": None, "base_label_mass": None},
+          TASKS[1]: {"n": 2, "kl": kl_shapes, "label_mass": None, "base_label_mass": None}}
+    return {"step": step, "n": 4, "kl": {"value": (kl_digits + kl_shapes) / 2, "low": 0.0, "high": 9.0, "n": 4},
+            "label_mass": None, "base_label_mass": None, "label_set": None, "label_tokens": [], "by_dataset": by}
+
+
+@pytest.fixture
+def probed_run(tmp_path):
+    run = make_run(tmp_path, {"naive": NAIVE, "keeper": KEEPER, "half": HALF}, BASE)
+    (run / "base" / "probe.jsonl").write_text(json.dumps(_probe_row(-1, 0.0, 0.0)) + "\n")
+    # KL on digits after task 1: naive 0.9, keeper 0.5, half 0.4; shapes (the task just trained) is left out
+    for name, kl in (("naive", 0.9), ("keeper", 0.5), ("half", 0.4)):
+        for i, row in enumerate((_probe_row(0, 0.3, 0.1), _probe_row(1, kl, 5.0))):
+            (run / name / step_folder_name(i, TASKS[i]) / "probe.jsonl").write_text(json.dumps(row) + "\n")
+    return run
+
+
+def test_probe_points_and_rank_correlation(probed_run):
+    from scipy.stats import spearmanr
+
+    probe = summarise_continual(probed_run)["probe"]
+    assert [p["step"] for p in probe["curves"]["naive"]] == [0, 1]
+    assert probe["curves"]["naive"][1]["kl"] == pytest.approx(2.95)
+    points = {p["strategy"]: p for p in probe["points"]}
+    assert list(points) == ["naive", "keeper", "half"] and all(p["step"] == 1 for p in points.values())
+    assert points["naive"]["kl_earlier"] == pytest.approx(0.9)
+    # digits after task 0 -> after task 1: naive 1111 -> 0010, keeper 1111 -> 1111, half 1111 -> 1100
+    assert [points[n]["forgetting"] for n in ("naive", "keeper", "half")] == pytest.approx([0.75, 0.0, 0.5])
+    # base digits 0000: the drop from the base is minus the accuracy now
+    assert [points[n]["drop_from_base"] for n in ("naive", "keeper", "half")] == pytest.approx([-0.25, -1.0, -0.5])
+    assert points["naive"]["n"] == 4
+    # KL ranks (3, 2, 1), forgetting ranks (3, 1, 2): rho = 1 - 6 * 2 / (3 * 8) = 0.5
+    corr = probe["correlation"]["forgetting"]
+    assert corr["rho"] == pytest.approx(0.5) and corr["n"] == 3
+    assert corr["p_value"] == pytest.approx(spearmanr([0.9, 0.5, 0.4], [0.75, 0.0, 0.5]).pvalue)
+    assert probe["correlation"]["drop_from_base"]["rho"] == pytest.approx(0.5)
+
+
+def test_probe_section_on_the_page(probed_run):
+    files = write_continual_report(probed_run)
+    assert "probe.png" in [p.name for p in files.plots]
+    md = files.markdown.read_text()
+    assert "Judge-free forgetting probe" in md and "over 3 (strategy, step) points: rho = 0.500" in md
+
+
+def test_no_probe_rows_no_section(tmp_path):
+    summary = summarise_continual(make_run(tmp_path, {"naive": NAIVE}, BASE))
+    assert summary["probe"] is None

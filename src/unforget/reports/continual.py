@@ -35,6 +35,7 @@ from ..studies.continual_metrics import continual_metrics_with_intervals
 from .base import REPORTS, ReportKind
 from .document import ReportFiles
 from .emt import judged
+from .probe import probe_mean, probe_row, rank_correlation
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class StepRecords:
     train: dict[str, Any] | None = None
     after_training: dict[str, Any] | None = None
     lr: float | None = None  # the learning rate the fine-tuning used (the method's default resolved)
+    probe: dict[str, Any] | None = None  # its probe.jsonl row (the judge-free probe after this step)
 
 
 @dataclass
@@ -92,6 +94,7 @@ class ContinualRun:
     base_done: bool
     base: dict[str, list[dict[str, Any]]]
     strategies: list[StrategyRecords]
+    base_probe: dict[str, Any] | None = None
 
 
 def _by_dataset(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -128,11 +131,11 @@ def read_continual_run(run_dir: str | Path) -> ContinualRun:
             sr.steps.append(StepRecords(
                 i, folder, (folder / "DONE").is_file(), _by_dataset(read_jsonl(folder / "samples.jsonl")),
                 _read_optional(folder / "train_result.json"), _read_optional(folder / f"{sr.strategy}.json"),
-                (train_metrics.get("config") or {}).get("lr")))
+                (train_metrics.get("config") or {}).get("lr"), probe_row(folder, step=i)))
         strategies.append(sr)
     return ContinualRun(path, cfg, tasks, float(cfg.get("alpha", 0.05)), int(cfg.get("n_resamples", 2000)),
                         (base_dir / "DONE").is_file(), _by_dataset(read_jsonl(base_dir / "samples.jsonl")),
-                        strategies)
+                        strategies, probe_row(base_dir, step=-1))
 
 
 # ---------------------------------------------------------------------------------------------- per sample
@@ -185,8 +188,66 @@ def summarise_continual(run_dir: str | Path) -> dict[str, Any]:
         "strategies": [_summarise_strategy(run, arm) for arm in run.strategies],
     }
     summary["claims"] = _claims(run)
+    summary["probe"] = probe_summary(run)
     summary["notes"] = _notes(run)
     return summary
+
+
+PROBE_UNIT = "(strategy, step)"
+
+
+def _pooled_pairs(a: dict[Any, bool], b: dict[Any, bool]) -> list[int]:
+    """a - b per sample id judged in both (1: correct in a only, -1: in b only)."""
+    return [int(a[i]) - int(b[i]) for i in a if i in b]
+
+
+def step_forgetting(run: ContinualRun, arm: StrategyRecords, step: int) -> dict[str, Any]:
+    """After ``step``, on the earlier tasks j < step (samples pooled, each paired with itself):
+
+    - ``forgetting``: mean of (correct after training task j) - (correct after ``step``), the per-sample forgetting
+      of the continual literature measured at this step;
+    - ``drop_from_base``: mean of (correct for the base model) - (correct after ``step``), what the probe's KL from
+      the base model compares with most directly.
+    """
+    own: list[int] = []
+    base: list[int] = []
+    for j in range(step):
+        name = run.tasks[j]["dataset"]
+        now = _correct_by_id(arm.steps[step].records.get(name, []))
+        own += _pooled_pairs(_correct_by_id(arm.steps[j].records.get(name, [])), now)
+        base += _pooled_pairs(_correct_by_id(run.base.get(name, [])), now)
+    n_own, n_base = len(own), len(base)
+    return {"forgetting": sum(own) / n_own if n_own else None, "n": n_own,
+            "drop_from_base": sum(base) / n_base if n_base else None, "n_base": n_base}
+
+
+def probe_summary(run: ContinualRun) -> dict[str, Any] | None:
+    """The judge-free probe after every step of every strategy, and how well its KL on the earlier tasks ranks the
+    forgetting measured there (Spearman's rho over (strategy, step) points with at least one earlier task)."""
+    if run.base_probe is None and not any(s.probe for a in run.strategies for s in a.steps):
+        return None
+    names = [t["dataset"] for t in run.tasks]
+    curves: dict[str, list[dict[str, Any]]] = {}
+    points: list[dict[str, Any]] = []
+    for arm in run.strategies:
+        curve = []
+        for step in arm.steps:
+            if step.probe is None or not step.done:
+                continue
+            row = step.probe
+            earlier = names[: step.index]
+            point = {"strategy": arm.name, "step": step.index, "kl": (row.get("kl") or {}).get("value"),
+                     "kl_earlier": probe_mean(row, earlier) if earlier else None,
+                     "kl_by_task": {t["label"]: probe_mean(row, [t["dataset"]]) for t in run.tasks},
+                     "label_mass": row.get("label_mass")}
+            curve.append(point)
+            if earlier and all(arm.steps[j].done for j in range(step.index)) and run.base_done:
+                points.append({**point, **step_forgetting(run, arm, step.index)})
+        curves[arm.name] = curve
+    kept = [p for p in points if p["kl_earlier"] is not None]
+    return {"label_set": (run.base_probe or {}).get("label_set"), "curves": curves, "points": kept,
+            "correlation": {"forgetting": rank_correlation(kept, "kl_earlier", "forgetting", PROBE_UNIT),
+                            "drop_from_base": rank_correlation(kept, "kl_earlier", "drop_from_base", PROBE_UNIT)}}
 
 
 def _summarise_strategy(run: ContinualRun, arm: StrategyRecords) -> dict[str, Any]:

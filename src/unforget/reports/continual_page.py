@@ -19,6 +19,7 @@ from .document import (
     format_p,
 )
 from .plots import BarSeries, HeatmapPanel, LinePanel, Series, bar_chart, colour_map, heatmap, line_plot
+from .probe import correlation_sentence, scatter_panel
 
 SHARE_RANGE = (-0.03, 1.03)
 METRICS = (  # (key in ContinualEstimates.to_dict(), column title)
@@ -38,6 +39,8 @@ def build_continual_report(summary: dict[str, Any]) -> Report:
     report.sections.append(_matrix_section(summary))
     report.sections.append(_over_time_section(summary, colours))
     report.sections.append(_forgetting_section(summary))
+    if summary.get("probe"):
+        report.sections.append(_probe_section(summary, colours))
     report.sections.append(_training_section(summary))
     if summary.get("notes"):
         report.sections.append(Section("Notes", [BulletList(list(summary["notes"]))]))
@@ -185,6 +188,45 @@ def _forgetting_section(summary: dict[str, Any]) -> Section:
     return Section("Forgetting per task", [Table(["strategy", *labels], rows,
                                                  "max over earlier steps of R[l][j] - R[T-1][j], with bootstrap "
                                                  "intervals (the last task has none).")])
+
+
+def _probe_section(summary: dict[str, Any], colours: dict[str, str]) -> Section:
+    """The judge-free probe after every step: KL from the base model, and how it ranks the measured forgetting."""
+    probe = summary["probe"]
+    labels = _task_labels(summary)
+    corr = probe["correlation"]
+    sentences = [
+        correlation_sentence(corr["forgetting"], "the probe's KL on the earlier tasks and their forgetting (correct "
+                                                 "after their own step - correct now)", "(strategy, step)"),
+        correlation_sentence(corr["drop_from_base"], "the probe's KL on the earlier tasks and their accuracy drop "
+                                                     "from the base model", "(strategy, step)"),
+    ]
+    kl_panel = LinePanel("KL on all tasks", [], ylabel="KL(base || current), nats", xlabel="tasks trained (0: base)",
+                         integer_x=True)
+    for name, curve in probe["curves"].items():
+        if curve:
+            kl_panel.series.append(Series(name, [0] + [p["step"] + 1 for p in curve], [0.0] + [p["kl"] for p in curve]))
+    points = probe["points"]
+    panels = [kl_panel,
+              scatter_panel("KL vs forgetting (earlier tasks)", points, "kl_earlier", "forgetting", "strategy",
+                            ylabel="forgetting (own step - now)"),
+              scatter_panel("KL vs drop from base (earlier tasks)", points, "kl_earlier", "drop_from_base",
+                            "strategy", ylabel="base - now accuracy")]
+    panels = [p for p in panels if p.series]
+    blocks: list[Any] = [BulletList(sentences)]
+    if panels:
+        blocks.append(Figure("probe", line_plot(panels, title="Judge-free forgetting probe", colours=colours,
+                                                ncols=len(panels)),
+                             "KL(base || current) of the next-token distribution at the answer position, mean over "
+                             "the probe samples (no generation, no judge). Left: all tasks, after each step. Middle "
+                             "and right: each step's KL on the tasks trained before it against the forgetting "
+                             "measured on them (paired per sample)."))
+    rows = [[p["strategy"], labels[p["step"]], format_number(p["kl_earlier"]), format_number(p["forgetting"]),
+             format_number(p["drop_from_base"]), str(p["n"])] for p in points]
+    blocks.append(Table(["strategy", "after task", "KL (earlier tasks)", "forgetting", "drop from base", "paired n"],
+                        rows, "Per step with at least one earlier task; forgetting and drop are means over the "
+                              "earlier tasks' samples judged in both evaluations."))
+    return Section("Judge-free forgetting probe", blocks)
 
 
 def _training_section(summary: dict[str, Any]) -> Section:

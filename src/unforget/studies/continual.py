@@ -10,12 +10,15 @@ records and checks that the regularised and data-hybrid strategies forget less t
 Run folder (``runs/continual/<name>/``)::
 
     config.yaml                     the resolved study config
-    base/                           the base model on every task: samples.jsonl, metrics.json (tasks), DONE
+    probe_base.safetensors          the base model's next-token distributions on the probe set (probe.enabled)
+    base/                           the base model on every task: samples.jsonl, metrics.json (tasks),
+                                    probe.jsonl (step -1), DONE
     <strategy>/step-<i>-<task>/     task i of one strategy:
         train/                      the fine-tuning run folder (checkpoints, train_log.jsonl, regularizer state)
         weights.safetensors         the running model's tensors this step changed (exact values)
         model-tailor.json           model-tailor: what the graft kept (a strategy's after-training summary)
         samples.jsonl, metrics.json every task evaluated after this step
+        probe.jsonl                 the judge-free probe after this step (KL from the base model per task)
         DONE
     metrics.json, report.html, report.md, plots/   the summary, built from the folders above only
 
@@ -36,10 +39,11 @@ from typing import Any, Callable, Mapping
 
 from ..config import to_dict
 from ..errors import ConfigError, ModelLoadError, TrainingError
-from ..evaluation.config import EvalConfig, ModelConfig
+from ..evaluation.config import EvalConfig, ModelConfig, ProbeConfig
 from ..reports.continual import BASE_DIR, WEIGHTS_FILE, step_folder_name
 from ..runs import RunDir, atomic_write_json
 from .base import STUDIES, Study
+from .probing import base_file, base_probe_pending, load_base_distributions, make_probe, record_probe
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +92,8 @@ class ContinualConfig:
     train: ContinualTrain = field(default_factory=ContinualTrain)
     strategies: list[StrategyRun] = field(default_factory=_default_strategies)
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(limit=100))  # its datasets are the tasks
+    # judge-free KL probe after every step, on the tasks' test sets (label mass only with probe.label_set)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     seed: int = 0
     alpha: float = 0.05  # significance level of the claim checks; intervals at 1 - alpha
     n_resamples: int = 2000  # bootstrap resamples of the continual metrics' intervals
@@ -144,17 +150,23 @@ def run_continual(cfg: ContinualConfig, progress: ProgressFn | None = None) -> P
     ev = eval_config(cfg)
 
     base_run = RunDir(out / BASE_DIR)
-    if not base_run.is_done():
-        log.info("evaluating the base model on %s", ", ".join(cfg.tasks))
+    # the tasks change, so no set's labels are "the fine-tuning labels": label mass only when probe.label_set names one
+    probe = make_probe(cfg.probe, cfg.tasks, None)
+    if not base_run.is_done() or base_probe_pending(probe, out, base_run, {"step": -1}):
         lm = load_running_model(cfg, [])
-        result = evaluate(ev, lm=lm, run=base_run, progress=_prefixed(progress, "base"), tag={"step": -1})
-        tasks = [{"index": i, "ref": ref, "dataset": load_dataset(ref).name} for i, ref in enumerate(cfg.tasks)]
-        base_run.write_metrics({"tasks": tasks, **result.to_dict()})
-        base_run.mark_done()
+        if probe is not None:
+            probe.prepare(lm, base_file(out))
+            record_probe(probe, lm, base_run, {"step": -1}, 1.0 - cfg.alpha)
+        if not base_run.is_done():
+            log.info("evaluating the base model on %s", ", ".join(cfg.tasks))
+            result = evaluate(ev, lm=lm, run=base_run, progress=_prefixed(progress, "base"), tag={"step": -1})
+            tasks = [{"index": i, "ref": ref, "dataset": load_dataset(ref).name} for i, ref in enumerate(cfg.tasks)]
+            base_run.write_metrics({"tasks": tasks, **result.to_dict()})
+            base_run.mark_done()
         del lm
 
     for arm in cfg.strategies:
-        _run_strategy(cfg, arm, out, ev, progress)
+        _run_strategy(cfg, arm, out, ev, progress, probe)
         gc.collect()
 
     from ..reports.continual import write_continual_report
@@ -168,7 +180,7 @@ def step_folders(cfg: ContinualConfig, out: Path, arm: StrategyRun) -> list[Path
 
 
 def _run_strategy(cfg: ContinualConfig, arm: StrategyRun, out: Path, ev: EvalConfig,
-                  progress: ProgressFn | None) -> None:
+                  progress: ProgressFn | None, probe: Any = None) -> None:
     from .continual_strategies import STRATEGIES, Step
 
     folders = step_folders(cfg, out, arm)
@@ -187,7 +199,9 @@ def _run_strategy(cfg: ContinualConfig, arm: StrategyRun, out: Path, ev: EvalCon
         step = Step(index, tuple(cfg.tasks), folder, default_plan(cfg, index))
         label = f"{arm.name} {step_folder_name(index, step.task)}"
         lm = _train_step(cfg, arm, strategy, options, step, lm, _prefixed(progress, label))
-        _evaluate_step(cfg, arm, step, lm, ev, _prefixed(progress, label))
+        if probe is not None:
+            load_base_distributions(probe, lm, out)
+        _evaluate_step(cfg, arm, step, lm, ev, _prefixed(progress, label), probe)
 
 
 def _train_step(cfg: ContinualConfig, arm: StrategyRun, strategy: Any, options: Any, step: Any, lm: Any,
@@ -229,14 +243,15 @@ def _train_step(cfg: ContinualConfig, arm: StrategyRun, strategy: Any, options: 
 
 
 def _evaluate_step(cfg: ContinualConfig, arm: StrategyRun, step: Any, lm: Any, ev: EvalConfig,
-                   progress: ProgressFn | None) -> None:
+                   progress: ProgressFn | None, probe: Any = None) -> None:
     from ..evaluation.evaluator import evaluate
 
     sub = RunDir(step.folder)
     result = evaluate(ev, lm=lm, run=sub, progress=progress, tag={"step": step.index})
+    probed = record_probe(probe, lm, sub, {"step": step.index}, 1.0 - cfg.alpha)
     sub.write_metrics({"strategy": arm.name, "step": step.index, "task": step.task,
                        "accuracy": {name: r.metrics.accuracy for name, r in result.results.items()},
-                       **result.to_dict()})
+                       **result.to_dict(), **({"probe": probed} if probed is not None else {})})
     sub.mark_done()
 
 
