@@ -257,7 +257,7 @@ def _load_plugin_verbs() -> None:
     import importlib
 
     for module in ("unforget.training.cli", "unforget.tailoring.cli", "unforget.studies.cli",
-                   "unforget.reports.cli", "unforget.evaluation.cli"):
+                   "unforget.reports.cli", "unforget.evaluation.cli", "unforget.scale.cli"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
