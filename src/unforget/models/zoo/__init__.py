@@ -38,7 +38,7 @@ class ZooModel:
         )
 
 
-ZOO: Registry[ZooModel] = Registry("model", modules=("unforget.models.zoo.tiny_llava",))
+ZOO: Registry[ZooModel] = Registry("model", modules=("unforget.models.zoo.tiny_llava", "unforget.models.zoo.smol_llava"))
 
 
 def resolve_zoo_name(name: str) -> Path | None:
