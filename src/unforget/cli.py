@@ -160,8 +160,8 @@ def add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoder", help="CLIP model folder for the zero-shot baseline (default: the model's own)")
     p.add_argument("--out", help="run folder (default runs/eval/<model>-<timestamp>); an existing one resumes")
     p.add_argument("--rejudge", action="store_true",
-                   help="judge the answers in --out again where a verdict is missing or failed (no generation); "
-                        "rewrites samples.jsonl and metrics.json")
+                   help="judge the answers in --out (an eval run or a study folder) again where a verdict is missing "
+                        "or failed (no generation); rewrites samples.jsonl, metrics.json and a study's report")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. batch_size=8 model.dtype=bfloat16")
 
 
@@ -195,6 +195,8 @@ def run_eval(args: argparse.Namespace) -> int:
               f"-> {run.path}")
     with progress_bar() as prog:
         result = evaluate(cfg, run=run, progress=ProgressTracker(prog))
+    if not result.main_process:  # a sharded run (accelerate launch): the main process writes and prints
+        return 0
     from .evaluation.report import eval_metrics_document, print_eval_table
 
     run.write_metrics(eval_metrics_document(cfg, result))

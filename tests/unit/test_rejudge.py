@@ -163,4 +163,50 @@ def test_cli_rejudge_needs_an_eval_run_folder(tmp_path, capsys):
     study.mkdir()
     (study / "config.yaml").write_text("train: {dataset: digits}\nmethods: [{name: lora, method: lora}]\n")
     assert main(["eval", "--rejudge", "--out", str(study)]) == 2
-    assert "study config" in capsys.readouterr().out
+    assert "no samples.jsonl under it" in capsys.readouterr().out
+
+
+def test_cli_rejudges_every_evaluation_folder_of_a_study(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from synthetic_emt_run import make_run
+
+    root = make_run(tmp_path / "run")
+    before = {p: p.read_text() for p in root.rglob("samples.jsonl")}
+    # the judge failed on lora's epoch-1 answer to s0 (right: "circle") and on the base model's to d0 (right: "0")
+    failed = {root / "lora" / "samples.jsonl": ("s0", 1), root / "base" / "samples.jsonl": ("d0", 0)}
+    for path, (sample, epoch) in failed.items():
+        rows = read_jsonl(path)
+        for r in rows:
+            if r["id"] == sample and r["epoch"] == epoch:
+                r.update(correct=None, prediction=None, judgements={"exact": {"prediction": None, "correct": None}})
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["eval", "--rejudge", "--out", str(root)]) == 0
+    out = capsys.readouterr().out
+    # base: d0 and s20, whose verdict the synthetic run leaves failed ("blah": wrong)
+    assert "lora: rejudged 1 of" in out and "base: rejudged 2 of" in out and "projector: rejudged 0 of" in out
+    for path in failed:
+        (row,) = [r for r in read_jsonl(path) if r["id"] == failed[path][0] and r["epoch"] == failed[path][1]]
+        assert row["correct"] is True and row["prediction"] == row["reference"]
+        assert row["judgements"]["exact"]["correct"] is True
+    # nothing failed in projector's answers: every verdict as it was
+    projector = root / "projector" / "samples.jsonl"
+    assert [(r["id"], r["epoch"], r["correct"], r["prediction"]) for r in read_jsonl(projector)] == [
+        (r["id"], r["epoch"], r["correct"], r["prediction"]) for r in map(json.loads, before[projector].splitlines())]
+    # per-folder metrics from the rewritten records, per epoch; the base's encoder baselines carried over
+    lora = json.loads((root / "lora" / "metrics.json").read_text())
+    assert lora["epochs"]["1"]["datasets"]["shapes"]["accuracy"] == pytest.approx(19 / 21)  # s0-s17, s20
+    assert lora["epochs"]["2"]["datasets"]["shapes"]["accuracy"] == pytest.approx(3 / 21)
+    assert lora["rejudge"]["sent"] == {"exact": 1} and lora["method"] == "lora"
+    base = json.loads((root / "base" / "metrics.json").read_text())
+    assert base["datasets"]["digits"]["accuracy"] == pytest.approx(2 / 20)
+    assert base["datasets"]["shapes"]["accuracy"] == pytest.approx(10 / 21) and base["epoch"] == 0
+    assert base["datasets"]["digits"]["baselines"]["linear-probe"]["accuracy"] == 0.9
+    # the study summary written again from the records: lora's epoch-1 shapes accuracy counts s0 again
+    summary = json.loads((root / "metrics.json").read_text())
+    (lora_arm,) = [a for a in summary["arms"] if a["name"] == "lora"]
+    e1 = next(p for p in lora_arm["curves"]["shapes"] if p["epoch"] == 1)
+    assert e1["accuracy"]["value"] == pytest.approx(19 / 21)
+    assert (root / "report.html").is_file()

@@ -110,9 +110,8 @@ def run_rejudge(args: argparse.Namespace, base: dict[str, Any]) -> int:
                           "(or pass -c with the config it was run with)")
     from ..config import read_yaml
 
-    if {"train", "methods"} & set(read_yaml(config)):
-        raise ConfigError(f"{config} is a study config: --rejudge rewrites an `unforget eval` run folder's "
-                          "metrics.json; rejudge a study's records with unforget.evaluation.rejudge.rejudge_records")
+    if {"train", "methods", "cells", "tasks"} & set(read_yaml(config)):
+        return _rejudge_study(folder, base)
     cfg = load_config(EvalConfig, str(config), args.overrides, base=base)
     run = RunDir(folder)
     con = console()
@@ -128,6 +127,25 @@ def run_rejudge(args: argparse.Namespace, base: dict[str, Any]) -> int:
     con.print(f"rejudged {outcome.touched} of {outcome.records} answers (sent to {sent}); "
               + (f"[yellow]{still} verdicts still missing: {outcome.still_unjudged}[/] - rerun --rejudge later"
                  if still else "every answer has a verdict from every judge"))
+    return 0
+
+
+def _rejudge_study(folder: Path, base: dict[str, Any]) -> int:
+    """A study folder: every evaluation folder under it rejudged, their metrics and the study report rewritten."""
+    from ..cli import ProgressTracker, progress_bar
+    from .rejudge import rejudge_study
+
+    con = console()
+    con.print(f"[bold]unforget eval --rejudge[/] study {folder}"
+              + (f" judges={','.join(base['judges'])}" if base.get("judges") else ""))
+    with progress_bar() as prog:
+        outcome = rejudge_study(folder, judges=base.get("judges"), progress=ProgressTracker(prog))
+    for label, result in outcome.folders.items():
+        still = sum(result.still_unjudged.values())
+        con.print(f"{label}: rejudged {result.touched} of {result.records} answers"
+                  + (f", [yellow]{still} verdicts still missing[/]" if still else ""))
+    con.print(f"-> {outcome.report} report rewritten in {folder}" if outcome.report else
+              f"[yellow]{folder}: no known study kind; run `unforget report {folder} --kind NAME`[/]")
     return 0
 
 

@@ -5,6 +5,10 @@ list) or the verdict failed (``correct`` None: the LLM endpoint was down, the re
 last stage could not decide). Every other record is left exactly as it is, answers are never regenerated, and the
 judges see the same :class:`JudgeItem` the evaluator built (:func:`evaluator.judge_item`). samples.jsonl is then
 rewritten in one atomic rename; run it while no evaluation is appending to the same folder.
+
+``rejudge_run`` works on an ``unforget eval`` run folder; ``rejudge_study`` on a study folder (EMT, 2x2, continual):
+every evaluation folder under it (each folder holding a samples.jsonl) is rejudged, its metrics.json recomputed per
+evaluation point (records tagged with an epoch or a step) and the study's summary and report written again.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..data import ImageDataset, load_dataset
@@ -55,13 +60,16 @@ def missing_verdicts(record: dict[str, Any], judge_names: Sequence[str]) -> list
     return [name for name in judge_names if (judgements.get(name) or {}).get("correct") is None]
 
 
-def _datasets_of(records: Sequence[dict[str, Any]], refs: Sequence[str]) -> dict[str, ImageDataset]:
+def _datasets_of(records: Sequence[dict[str, Any]], refs: Sequence[str],
+                 known: dict[str, ImageDataset] | None = None) -> dict[str, ImageDataset]:
     """Record dataset name -> dataset (class names and synonyms for the judges). ``refs``: the run's references
-    (``format:path`` sets are named differently from their reference); other names are loaded as given."""
-    out: dict[str, ImageDataset] = {}
+    (``format:path`` sets are named differently from their reference); other names are loaded as given. ``known``:
+    datasets already loaded (a study's folders share them); it is extended in place."""
+    out: dict[str, ImageDataset] = known if known is not None else {}
     for ref in refs:
-        ds = load_dataset(ref)
-        out[ds.name] = ds
+        if ref not in out:
+            ds = load_dataset(ref)
+            out[ds.name] = out[ref] = ds
     for name in dict.fromkeys(r["dataset"] for r in records):
         if name not in out:
             try:
@@ -132,3 +140,140 @@ def rejudge_run(cfg: EvalConfig, run: RunDir, progress: ProgressFn | None = None
             scored[ref] = score_records(ds, mine, cfg.judges, cfg.leak_labels)
     log.info("rejudged %d of %d answers; still unjudged: %s", result.touched, result.records, result.still_unjudged)
     return result, EvalResult(scored, str(run.path), result.judge_stats)
+
+
+# ------------------------------------------------------------------------------------------------ study folders
+
+TAG_KEYS = ("epoch", "step")  # what the studies tag their records with: one evaluation point per value
+
+
+@dataclass
+class StudyRejudgeResult:
+    folders: dict[str, RejudgeResult]  # evaluation folder (relative to the study) -> what its rejudge did
+    report: str | None  # the study report written again (its kind), None when the kind is not recognised
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"folders": {k: v.to_dict() for k, v in self.folders.items()}, "report": self.report}
+
+
+def evaluation_folders(study: Path) -> list[Path]:
+    """The folders under ``study`` that hold a samples.jsonl (base, arms, sweep and hybrid runs, task steps)."""
+    return sorted(p.parent for p in study.rglob("samples.jsonl") if p.parent != study)
+
+
+def study_refs(config: dict[str, Any]) -> list[str]:
+    """The dataset references a study evaluated: eval.datasets, the 2x2 cells, the continual tasks."""
+    refs = [*((config.get("eval") or {}).get("datasets") or []), *((config.get("cells") or {}).values()),
+            *(config.get("tasks") or [])]
+    return [str(r) for r in dict.fromkeys(refs)]
+
+
+def rejudge_study(study: str | Path, judges: Sequence[str] | None = None,
+                  judge_options: dict[str, dict[str, Any]] | None = None,
+                  progress: ProgressFn | None = None) -> StudyRejudgeResult:
+    """Rejudge every evaluation folder of a study with ``judges`` (default: the study's eval.judges), recompute each
+    folder's metrics.json and write the study's summary and report again from the rewritten records."""
+    from ..config import read_yaml
+    from ..reports.base import detect_report_kind
+
+    study = Path(study)
+    if not (study / "config.yaml").is_file():
+        raise DataError(f"{study} has no config.yaml: not a study folder (`unforget study ...` writes one)")
+    config = read_yaml(study / "config.yaml")
+    ev = config.get("eval") or {}
+    names = list(judges or ev.get("judges") or EvalConfig().judges)
+    options = {**(ev.get("judge_options") or {}), **(judge_options or {})}
+    folders = evaluation_folders(study)
+    if not folders:
+        raise DataError(f"{study} holds no samples.jsonl under it: there are no answers to judge again "
+                        "(run the study first)")
+    built = [JUDGES.get(name)(**options.get(name, {})) for name in names]
+    datasets: dict[str, ImageDataset] = {}
+    refs = study_refs(config)
+    done: dict[str, RejudgeResult] = {}
+    try:
+        for folder in folders:
+            label = str(folder.relative_to(study))
+            run = RunDir(folder)
+            records = run.samples()
+            _datasets_of(records, refs, datasets)
+            step = (lambda what, k, n, label=label: progress(f"{label} {what}", k, n)) if progress else None
+            result = rejudge_records(records, built, datasets, step)
+            if result.changed:
+                run.rewrite_samples(records)
+            _rewrite_folder_metrics(run, records, names, datasets, refs, result)
+            done[label] = result
+    finally:
+        for j in built:
+            close = getattr(j, "close", None)
+            if callable(close):
+                close()
+    try:
+        kind = detect_report_kind(study)
+    except UnforgetError:
+        kind = None
+    if kind is not None:
+        kind.write(study)
+    return StudyRejudgeResult(done, kind.name if kind is not None else None)
+
+
+def score_points(records: Sequence[dict[str, Any]], judge_names: Sequence[str], datasets: dict[str, ImageDataset],
+                 refs: Sequence[str]) -> dict[Any, EvalResult]:
+    """The metrics of each evaluation point (records grouped by their epoch or step tag; None: untagged), per
+    dataset keyed by its reference as the evaluator keys them, leak rates for the leak sets the records carry."""
+    tag = next((k for k in TAG_KEYS if any(k in r for r in records)), None)
+    ref_of: dict[str, str] = {}
+    for ref in refs:  # loaded already (_datasets_of): a dict lookup
+        ref_of.setdefault(datasets[ref].name, ref)
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault(r.get(tag) if tag else None, []).append(r)
+    out = {}
+    for point, rows in groups.items():
+        leak_names = sorted({k for r in rows for k in (r.get("leaks") or {})})
+        scored = {}
+        for name in dict.fromkeys(r["dataset"] for r in rows):
+            mine = [r for r in rows if r["dataset"] == name]
+            scored[ref_of.get(name, name)] = score_records(datasets[name], mine, judge_names, leak_names)
+        out[point] = EvalResult(scored)
+    return out
+
+
+def _merged(old: dict[str, Any] | None, new: EvalResult) -> dict[str, Any]:
+    """``old`` (an evaluation's figures) with the datasets' figures replaced by ``new``'s; the encoder baselines and
+    timings of the evaluation that produced the answers are carried over, every other key of ``old`` kept."""
+    old = dict(old or {})
+    old_sets = old.get("datasets") or {}
+    doc = new.to_dict()
+    for name, figures in doc["datasets"].items():
+        for key in ("baselines", "seconds"):
+            if key in (old_sets.get(name) or {}):
+                figures[key] = old_sets[name][key]
+    old["datasets"] = {**old_sets, **doc["datasets"]}
+    return old
+
+
+def _rewrite_folder_metrics(run: RunDir, records: list[dict[str, Any]], judge_names: Sequence[str],
+                            datasets: dict[str, ImageDataset], refs: Sequence[str], result: RejudgeResult) -> None:
+    """metrics.json of one study evaluation folder, in the shape its study wrote it: per epoch (EMT arms), under
+    ``eval`` (2x2 runs) or at the top (base folders, continual steps, with their ``accuracy`` map)."""
+    points = score_points(records, judge_names, datasets, refs)
+    metrics = run.read_metrics() or {}
+    if isinstance(metrics.get("epochs"), dict):
+        for key, figures in metrics["epochs"].items():
+            point = next((p for p in points if str(p) == key), None)
+            if point is not None:
+                metrics["epochs"][key] = _merged(figures, points[point])
+    elif len(points) == 1:
+        (new,) = points.values()
+        if isinstance(metrics.get("eval"), dict):
+            metrics["eval"] = _merged(metrics["eval"], new)
+        else:
+            metrics = _merged(metrics, new)
+            if isinstance(metrics.get("accuracy"), dict):
+                metrics["accuracy"] = {name: r.metrics.accuracy for name, r in new.results.items()}
+    else:
+        raise DataError(f"{run.samples_path} holds several evaluation points ({sorted(map(str, points))}) but its "
+                        "metrics.json has no per-epoch figures: not a folder a study wrote")
+    metrics["rejudge"] = result.to_dict()
+    run.write_metrics(metrics)
