@@ -14,7 +14,7 @@ from ..registry import Registry, did_you_mean
 from .types import DatasetLoader, ImageDataset
 
 # Named datasets (embedded or installed from packages): loader(**options) -> ImageDataset.
-DATASETS: Registry[DatasetLoader] = Registry("dataset", modules=("unforget.data.embedded",))
+DATASETS: Registry[DatasetLoader] = Registry("dataset", modules=("unforget.data.embedded", "unforget.data.text"))
 # On-disk formats: loader(path, **options) -> ImageDataset; used as "format:path".
 FORMATS: Registry[DatasetLoader] = Registry("dataset format", modules=("unforget.data.formats",))
 

@@ -146,7 +146,9 @@ def _predict_and_judge(cfg, lm, ds, todo, judges, leak_sets, appender, tag, on_p
             done += len(chunk)
             on_progress(done)
             continue
-        if cfg.mode == "generate":
+        # a text set (no image, free answers) has no class list to rank: it is always generated and judged
+        mode = "generate" if ds.task == "text" else cfg.mode
+        if mode == "generate":
             answers = generate_answers(lm, [GenerationRequest(q, im) for q, (_, im) in zip(questions, loaded)],
                                        batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
             ranked: list[dict | None] = [None] * len(loaded)
@@ -157,7 +159,7 @@ def _predict_and_judge(cfg, lm, ds, todo, judges, leak_sets, appender, tag, on_p
             answers = [r["prediction"] for r in ranked]
             also = [None] * len(loaded)
         items = [judge_item(ds, q, a, ds.reference(s)) for q, a, (s, _) in zip(questions, answers, loaded)]
-        if cfg.mode == "generate":
+        if mode == "generate":
             verdicts_by_judge = {j.name: j.judge(items) for j in judges}
         else:  # the ranked class is the prediction itself: nothing to interpret, no judge call to pay for
             ranked_verdicts = [Verdict(prediction=it.answer, correct=it.answer == it.reference, judge="rank",
@@ -167,7 +169,7 @@ def _predict_and_judge(cfg, lm, ds, todo, judges, leak_sets, appender, tag, on_p
             rec: dict[str, Any] = {
                 **tag, "id": s.id, "dataset": ds.name, "split": cfg.split, "question": questions[i],
                 "answer": answers[i], "reference": items[i].reference, "label": s.label,
-                **verdict_fields(judges, {name: v[i] for name, v in verdicts_by_judge.items()}), "mode": cfg.mode,
+                **verdict_fields(judges, {name: v[i] for name, v in verdicts_by_judge.items()}), "mode": mode,
                 "leaks": {name: exact.match(answers[i], other.class_names, other.synonyms)[0] is not None
                           for name, other in leak_sets.items()},
             }

@@ -1,0 +1,54 @@
+"""The "text" dataset: prompts as data, no images, judged by the exact judge's rule, through the evaluator."""
+
+from __future__ import annotations
+
+from unforget.data import load_dataset
+from unforget.data.text import heldout_texts
+from unforget.evaluation.judges.base import JudgeItem
+from unforget.evaluation.judges.exact import ExactJudge
+
+
+def test_text_set_has_about_100_imageless_prompts_with_answers():
+    ds = load_dataset("text")
+    test, train = ds.split("test"), ds.split("train")
+    assert ds.task == "text" and 95 <= len(test) <= 110 and len(train) >= 30
+    assert all(s.image is None and s.question and s.meta["accepted"] for s in test)
+    assert not {s.question for s in test} & {s.question for s in train}  # never trained on what is evaluated
+    assert ds.question_for(test[0], 0) == test[0].question  # no template appended
+    assert len(heldout_texts()) >= 10
+
+
+def test_kinds_option_selects_prompts():
+    ds = load_dataset("text?kinds=arithmetic")
+    assert ds.split("test") and all(s.meta["kind"] == "arithmetic" for s in ds.split("test"))
+
+
+def test_accepted_answers_judged_inside_sentences():
+    ds = load_dataset("text")
+    judge = ExactJudge()
+    by_q = {s.question: s for s in ds.split("test")}
+
+    def correct(question: str, answer: str) -> bool:
+        s = by_q[question]
+        item = JudgeItem(question, answer, ds.reference(s), ds.class_names, ds.synonyms)
+        return bool(judge.judge([item])[0].correct)
+
+    assert correct("What is the capital of France?", "The capital of France is Paris.")
+    assert not correct("What is the capital of France?", "It is Lyon.")
+    assert correct("How many legs does a spider have?", "A spider has eight legs.")
+    assert correct("What is the capital of China?", "Peking")
+    assert correct("Translate 'gracias' from Spanish to English.", "Thank you!")
+
+
+def test_evaluator_generates_text_samples_even_in_rank_mode(tmp_path):
+    from unforget.evaluation.config import EvalConfig, ModelConfig
+    from unforget.evaluation.evaluator import evaluate
+    from unforget.runs import RunDir
+
+    cfg = EvalConfig(model=ModelConfig(name="tiny-llava", device="cpu"), datasets=["text"], mode="rank", limit=4,
+                     batch_size=4, max_new_tokens=4)
+    run = RunDir(tmp_path / "run")
+    result = evaluate(cfg, run=run)
+    records = run.samples()
+    assert len(records) == 4 and all(r["mode"] == "generate" and r["correct"] in (True, False) for r in records)
+    assert 0.0 <= result.accuracy("text") <= 1.0
