@@ -93,3 +93,15 @@ def test_study_runs_end_to_end_and_resumes_one_run(random_llava_dir, tmp_path):
     assert (redo / "DONE").exists()
     assert (redo / "samples.jsonl").read_text() == answers  # greedy answers of the same weights
     assert {p: p.stat().st_mtime_ns for p in kept} == stamps
+
+    # a verdict lost (the judge failed): `unforget eval --rejudge` on the study folder restores it without generating
+    target = out / "hybrid" / "r0.5" / "samples.jsonl"
+    runs_before = json.loads((out / "metrics.json").read_text())["runs"]
+    rows = read_jsonl(target)
+    original = [dict(r) for r in rows]
+    rows[0].update(correct=None, judgements={"exact": {**rows[0]["judgements"]["exact"], "correct": None}})
+    target.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["eval", "--rejudge", "--out", str(out)]) == 0
+    assert read_jsonl(target) == original
+    assert json.loads((out / "hybrid" / "r0.5" / "metrics.json").read_text())["rejudge"]["sent"] == {"exact": 1}
+    assert json.loads((out / "metrics.json").read_text())["runs"] == runs_before
