@@ -83,7 +83,8 @@ def test_probe_after_every_step(study):
     points = summary["probe"]["points"]
     assert [(p["strategy"], p["step"]) for p in points] == [("naive", 1), ("model-tailor", 1)]
     assert all(p["n"] == 5 for p in points)  # digits, judged after step 0 and step 1
-    assert summary["probe"]["correlation"]["forgetting"]["why_none"] == "needs at least 3 (strategy, step) points, has 2"
+    why = summary["probe"]["correlation"]["forgetting"]["why_none"]
+    assert why == "needs at least 3 (strategy, step) points, has 2"
 
 
 def test_accuracy_matrix_matches_the_records(study):
