@@ -15,6 +15,7 @@ from ..data import ImageDataset, Sample, load_dataset
 from ..errors import BadSampleError, ConfigError
 from ..models.loading import LoadedModel, load_model
 from ..runs import RunDir
+from ..scale.batching import with_oom_backoff
 from .captioning import CaptionMetrics, caption_metrics, sample_references
 from .config import EvalConfig, ModelConfig
 from .generation import GenerationRequest, generate_answers
@@ -43,6 +44,7 @@ class EvalResult:
     results: dict[str, DatasetResult]
     run_dir: str | None = None
     judge_stats: dict[str, Any] = field(default_factory=dict)  # per judge: calls, cache hits, failures, tokens
+    main_process: bool = True  # false on the other processes of a sharded run: only the main one writes metrics
 
     def accuracy(self, dataset: str) -> float:
         return self.results[dataset].metrics.accuracy
@@ -65,7 +67,9 @@ class EvalResult:
 
 
 def make_load_model(cfg: ModelConfig) -> LoadedModel:
-    return load_model(cfg.name, dtype=cfg.dtype, device=cfg.device, device_map=cfg.device_map,
+    from ..scale.sharding import process_device
+
+    return load_model(cfg.name, dtype=cfg.dtype, device=process_device(cfg.device), device_map=cfg.device_map,
                       attn_implementation=cfg.attn_implementation, adapter=cfg.adapter,
                       trust_remote_code=cfg.trust_remote_code)
 
@@ -84,12 +88,21 @@ def evaluate(
     tag: dict[str, Any] | None = None,
 ) -> EvalResult:
     """Evaluate ``cfg.datasets``; records go to ``run`` (resumable). ``tag`` is added to every record
-    (a study puts its epoch / method there) and selects the records this call resumes from."""
+    (a study puts its epoch / method there) and selects the records this call resumes from.
+
+    Under ``accelerate launch`` / torchrun the samples are sharded over the processes (scale/sharding.py): each
+    appends its own shard file, all score the gathered records, the main process merges the files."""
+    from ..scale.sharding import current_shard, merge_shards, shard_records, sum_stats
+
+    shard = current_shard()
     lm = lm or make_load_model(cfg.model)
     judges = [JUDGES.get(name)(**cfg.judge_options.get(name, {})) for name in cfg.judges]
     tag = tag or {}
-    existing = [r for r in (run.samples() if run else []) if all(r.get(k) == v for k, v in tag.items())]
-    appender = run.appender() if run else None
+    previous = (run.samples() + shard_records(run)) if run else []
+    existing = [r for r in previous if all(r.get(k) == v for k, v in tag.items())]
+    appender = run.appender(shard.samples_name) if run else None
+    if not shard.is_main:
+        progress = None
     leak_sets = {name: load_dataset(name) for name in cfg.leak_labels}
     results: dict[str, DatasetResult] = {}
     try:
@@ -99,13 +112,14 @@ def evaluate(
             samples = select_samples(ds, cfg.split, cfg.limit)
             done = {r["id"]: r for r in existing if r["dataset"] == ds.name}
             todo = [s for s in samples if s.id not in done]
-            records = [done[s.id] for s in samples if s.id in done]
             if progress:
-                progress(ds_name, len(records), len(samples))
-            new = _predict_and_judge(cfg, lm, ds, todo, judges, leak_sets, appender, tag,
+                progress(ds_name, len(done), len(samples))
+            new = _predict_and_judge(cfg, lm, ds, shard.take(todo), judges, leak_sets, appender, tag,
                                      lambda k: progress(ds_name, k, len(samples)) if progress else None,
-                                     start=len(records))
-            records.extend(new)
+                                     start=len(samples) - len(todo))
+            done.update((r["id"], r) for r in shard.gather(new))
+            # dataset order, however the records were produced (resumed, sharded): the same metrics either way
+            records = [done[s.id] for s in samples if s.id in done]
             results[ds_name] = score_records(ds, records, cfg.judges, list(leak_sets))
             if ds.task == "classification":
                 results[ds_name].baselines = encoder_baselines(cfg, lm, ds)
@@ -118,7 +132,13 @@ def evaluate(
             if callable(close):
                 close()
     stats = {j.name: j.stats() for j in judges if callable(getattr(j, "stats", None))}
-    return EvalResult(results, str(run.path) if run else None, stats)
+    if shard.world > 1:
+        stats = sum_stats(shard.gather([stats]))
+        shard.barrier()  # every shard file is complete and closed
+        if run and shard.is_main:
+            merge_shards(run)
+        shard.barrier()
+    return EvalResult(results, str(run.path) if run else None, stats, main_process=shard.is_main)
 
 
 def _predict_and_judge(cfg, lm, ds, todo, judges, leak_sets, appender, tag, on_progress, start: int) -> list[dict]:
@@ -149,8 +169,9 @@ def _predict_and_judge(cfg, lm, ds, todo, judges, leak_sets, appender, tag, on_p
         # a text set (no image, free answers) has no class list to rank: it is always generated and judged
         mode = "generate" if ds.task == "text" else cfg.mode
         if mode == "generate":
-            answers = generate_answers(lm, [GenerationRequest(q, im) for q, (_, im) in zip(questions, loaded)],
-                                       batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
+            requests = [GenerationRequest(q, im) for q, (_, im) in zip(questions, loaded)]
+            answers = with_oom_backoff(lambda b: generate_answers(lm, requests, batch_size=b,
+                                                                  max_new_tokens=cfg.max_new_tokens), cfg.batch_size)
             ranked: list[dict | None] = [None] * len(loaded)
             also = (_rank(cfg, lm, ds, loaded, questions) if cfg.also_rank and ds.class_names
                     else [None] * len(loaded))
@@ -192,8 +213,10 @@ def _rank(cfg: EvalConfig, lm: LoadedModel, ds: ImageDataset, loaded: Sequence[t
           questions: Sequence[str]) -> list[dict]:
     from .ranking import rank_classes
 
-    return rank_classes(lm, ds.class_names, [im for _, im in loaded], questions, [ds.reference(s) for s, _ in loaded],
-                        batch_size=cfg.batch_size, normalise=cfg.rank_normalise)
+    return with_oom_backoff(
+        lambda b: rank_classes(lm, ds.class_names, [im for _, im in loaded], questions,
+                               [ds.reference(s) for s, _ in loaded], batch_size=b, normalise=cfg.rank_normalise),
+        cfg.batch_size)
 
 
 def judge_item(ds: ImageDataset, question: str, answer: str, reference: str) -> JudgeItem:
