@@ -210,6 +210,18 @@ def default_out(cfg: TailorConfig, base: Path) -> Path:
     return Path("runs") / "tailor" / f"{base.name}-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def previous_attempt(out: Path, resolved: TailorConfig) -> Literal["done", "interrupted"] | None:
+    """What ``out`` holds of an earlier run of the same config: "done" (metrics.json is written last), "interrupted"
+    (its config.yaml, written before the weights, without metrics.json: the weights may be partial and are
+    replaced), or None (nothing of this config: weights there are refused unless ``overwrite``)."""
+    from ..config import dump_yaml
+
+    config = out / "config.yaml"
+    if not config.is_file() or config.read_text() != dump_yaml(resolved):
+        return None
+    return "done" if (out / "metrics.json").is_file() else "interrupted"
+
+
 def run_tailor(cfg: TailorConfig, progress: ProgressFn | None = None) -> TailorRun:
     """Tailor, write the model, ``config.yaml`` and ``metrics.json`` into ``cfg.out``."""
     from ..models.loading import resolve_dtype
@@ -220,6 +232,12 @@ def run_tailor(cfg: TailorConfig, progress: ProgressFn | None = None) -> TailorR
     base = resolve_base(cfg, finetuned)
     options = method_options(cfg)
     out = Path(cfg.out) if cfg.out else default_out(cfg, base)
+    resolved = dataclasses.replace(cfg, base=str(base), finetuned=[str(p) for p in finetuned], out=str(out))
+    attempt = previous_attempt(out, resolved)
+    if attempt == "done":
+        log.info("%s: this tailoring run is already done (metrics.json); nothing to redo", out)
+        summary = RunDir(out).read_metrics()
+        return TailorRun(out=out, model=Path(summary["model"]), summary=summary)
     batches = None
     loader = None
     calibration: list[str] = []
@@ -235,13 +253,13 @@ def run_tailor(cfg: TailorConfig, progress: ProgressFn | None = None) -> TailorR
                     allow_pickle=cfg.allow_pickle, model_loader=loader, **options)
     stage(1)
     run = RunDir(out)
+    run.write_config(resolved)  # before the weights: a rerun recognises an interrupted attempt of the same command
     written = write_tailored(result, out if cfg.format == "hf" else out / "patch.safetensors", format=cfg.format,
-                             max_shard_size=cfg.max_shard_size, overwrite=cfg.overwrite)
+                             max_shard_size=cfg.max_shard_size, overwrite=cfg.overwrite or attempt == "interrupted")
     stage(2)
     summary = {"base": str(base), "finetuned": [str(p) for p in finetuned], "calibration": calibration,
                "format": cfg.format, "model": str(written), **result.summary()}
-    run.write_config(dataclasses.replace(cfg, base=str(base), finetuned=[str(p) for p in finetuned], out=str(out)))
-    run.write_metrics(summary)
+    run.write_metrics(summary)  # written last: it marks the run done
     log.info("%s: %d of %d considered entries changed (%.4f) -> %s", cfg.method, result.patch.size,
              result.considered, result.changed_fraction, written)
     return TailorRun(out=out, model=written, summary=summary)
