@@ -109,21 +109,28 @@ def epoch_eval_config(ev: EvalConfig) -> EvalConfig:
 
 
 def run_emt(cfg: EmtConfig, progress: ProgressFn | None = None) -> Path:
+    from ..scale.sharding import current_shard
+
+    # under accelerate launch every process runs the study: evaluations are sharded over them, fine-tuning is
+    # DDP, and the main process alone writes the study's files (probe, alignment, metrics, report)
+    main = current_shard().is_main
     out = Path(cfg.out or Path("runs") / "emt" / cfg.name)
     root = RunDir(out)
-    root.write_config(cfg)
+    if main:
+        root.write_config(cfg)
     ev = eval_config(cfg)
     lm = make_load_model(cfg.model)
 
-    probe = _make_probe(cfg, ev, lm, out)
+    probe = _make_probe(cfg, ev, lm, out) if main else None
     base_run = RunDir(out / "base")
     _write_probe(cfg, probe, lm, base_run, 0, {})
     if not base_run.is_done():
         log.info("evaluating the base model on %s", ", ".join(ev.datasets))
         result = evaluate(ev, lm=lm, run=base_run, progress=_prefixed(progress, "base"), tag={"epoch": 0})
-        base_run.write_metrics({"epoch": 0, **result.to_dict()})
-        _write_alignment(lm, cfg, base_run, 0)
-        base_run.mark_done()
+        if main:
+            base_run.write_metrics({"epoch": 0, **result.to_dict()})
+            _write_alignment(lm, cfg, base_run, 0)
+            base_run.mark_done()
 
     for seed in cfg.seeds:
         for arm in cfg.methods:
@@ -132,17 +139,19 @@ def run_emt(cfg: EmtConfig, progress: ProgressFn | None = None) -> Path:
             if sub.is_done():
                 log.info("%s: done, skipped", folder.name)
                 continue
-            _run_arm(cfg, arm, seed, sub, epoch_eval_config(ev), progress, probe)
-            sub.mark_done()
+            _run_arm(cfg, arm, seed, sub, epoch_eval_config(ev), progress, probe, main)
+            if main:
+                sub.mark_done()
 
-    from ..reports.emt import write_emt_report
+    if main:
+        from ..reports.emt import write_emt_report
 
-    write_emt_report(out)
+        write_emt_report(out)
     return out
 
 
 def _run_arm(cfg: EmtConfig, arm: MethodRun, seed: int, sub: RunDir, ev: EvalConfig,
-             progress: ProgressFn | None, probe: Any = None) -> None:
+             progress: ProgressFn | None, probe: Any = None, main: bool = True) -> None:
     from ..training.config import FinetuneConfig, TrainDataConfig
     from ..training.trainer import finetune
 
@@ -156,12 +165,14 @@ def _run_arm(cfg: EmtConfig, arm: MethodRun, seed: int, sub: RunDir, ev: EvalCon
         seed=seed, mixed_precision=t.mixed_precision, gradient_checkpointing=t.gradient_checkpointing,
         out=str(sub.path / "train"),
     )
-    writer = _tensorboard(cfg, sub)
+    writer = _tensorboard(cfg, sub) if main else None
     per_epoch: dict[str, Any] = (sub.read_metrics() or {}).get("epochs", {})
 
     def on_epoch_end(epoch: int, lm: LoadedModel) -> None:
         result = evaluate(ev, lm=lm, run=sub, progress=_prefixed(progress, f"{sub.path.name} epoch {epoch}"),
                           tag={"epoch": epoch, "seed": seed})
+        if not main:
+            return
         per_epoch[str(epoch)] = result.to_dict()
         probed = _write_probe(cfg, probe, lm, sub, epoch, {"seed": seed})
         if probed is not None:
@@ -175,7 +186,10 @@ def _run_arm(cfg: EmtConfig, arm: MethodRun, seed: int, sub: RunDir, ev: EvalCon
             writer.flush()
 
     # the model is loaded afresh for every arm: fine-tuning changes it in place
-    result = finetune(ft, on_epoch_end=on_epoch_end, progress=_prefixed(progress, f"{sub.path.name} train"))
+    result = finetune(ft, on_epoch_end=on_epoch_end, progress=_prefixed(progress, f"{sub.path.name} train"),
+                      epoch_end_on_every_process=True)
+    if not main:
+        return
     atomic_write_json(sub.file("train_result.json"), result.to_dict())
     if writer is not None:
         for step, loss in enumerate(result.losses, 1):

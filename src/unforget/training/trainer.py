@@ -191,13 +191,16 @@ def finetune(
     lm: LoadedModel | None = None,
     on_epoch_end: EpochEndFn | None = None,
     progress: ProgressFn | None = None,
+    epoch_end_on_every_process: bool = False,
 ) -> FinetuneResult:
     """Fine-tune ``cfg.model`` (or ``lm``, trained in place) on ``cfg.data`` with ``cfg.method``.
 
     ``on_epoch_end(epoch, lm)`` runs on the main process after each epoch's checkpoint, with the model in eval
     mode and the RNG state put back afterwards, so evaluating there does not change training; if the run is
     interrupted before it returns, a rerun calls it again for that epoch before training on. With ``max_steps``
-    ending inside an epoch, that last partial epoch gets a step checkpoint and no ``on_epoch_end`` call."""
+    ending inside an epoch, that last partial epoch gets a step checkpoint and no ``on_epoch_end`` call.
+    ``epoch_end_on_every_process``: call it on every process instead (a sharded evaluation there: each process
+    evaluates its share of the samples; the callback writes its files from the main process only)."""
     t_start = time.perf_counter()
     method = METHODS.get(cfg.method)
     options = method.parse_options(cfg.method_options)
@@ -280,7 +283,7 @@ def finetune(
                             epoch_end_done=on_epoch_end is None)
 
     def call_epoch_end(epoch: int, checkpoint: Checkpoint | None) -> None:
-        if on_epoch_end is not None and accelerator.is_main_process:
+        if on_epoch_end is not None and (accelerator.is_main_process or epoch_end_on_every_process):
             tensors, meta = capture_rng()
             unwrapped.eval()
             try:
@@ -288,7 +291,7 @@ def finetune(
             finally:
                 unwrapped.train()
                 restore_rng(tensors, meta)
-            if checkpoint is not None:
+            if checkpoint is not None and accelerator.is_main_process:
                 mark_epoch_end_done(checkpoint)
         accelerator.wait_for_everyone()
 

@@ -1,0 +1,127 @@
+"""Training at scale on CPU (gloo, 2 processes started by torchrun as `accelerate launch --multi_gpu` starts them):
+
+* 2-process DDP with 2 samples per process ends where a 1-process run with 4 per step ends (same samples in every
+  optimizer step; the loss is a mean of per-process means there, hence a tolerance, not equality);
+* the EMT study under 2 processes: fine-tuning is DDP and the per-epoch forgetting evaluation is sharded over
+  both processes (each evaluates half the samples), not run on rank 0 alone.
+(FSDP needs GPUs: accelerate runs several CPU processes as MULTI_CPU, never FSDP; tests/gpu covers it.)"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+TESTS = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(TESTS))
+from finetune_helpers import build_tiny_llava, register_datasets  # noqa: E402
+
+from unforget.runs import read_jsonl  # noqa: E402
+
+# each process runs the CLI; evaluations log how many samples this process predicted
+SCRIPT = """
+import json, os, sys
+sys.path.insert(0, {tests!r})
+import torch
+torch.set_num_threads(1)
+from finetune_helpers import register_datasets
+register_datasets()
+import unforget.evaluation.evaluator as evaluator
+original = evaluator._predict_and_judge
+def counted(cfg, lm, ds, todo, *args, **kwargs):
+    with open(os.path.join({logs!r}, "rank" + os.environ["RANK"] + ".jsonl"), "a") as fh:
+        fh.write(json.dumps({{"dataset": ds.name, "n": len(todo)}}) + "\\n")
+    return original(cfg, lm, ds, todo, *args, **kwargs)
+evaluator._predict_and_judge = counted
+from unforget.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+EMT = """name: ddp
+model: {{name: {model}, device: cpu}}
+train: {{dataset: ft-colours, epochs: 1, batch_size: 2}}
+methods:
+  - {{name: lora, method: lora, options: {{r: 4, dropout: 0.0}}, lr: 1.0e-2}}
+eval: {{datasets: [ft-colours, ft-colours-vqa], batch_size: 3, max_new_tokens: 2}}
+probe: {{limit: 2, batch_size: 2}}
+alignment_limit: 0
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(tmp_path: Path, args: list[str], logs: Path) -> None:
+    script = tmp_path / "run_cli.py"
+    script.write_text(SCRIPT.format(tests=str(TESTS), logs=str(logs)))
+    logs.mkdir(exist_ok=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           str(script), *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400, cwd=tmp_path)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+
+
+def adapter(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "checkpoints" / "epoch-1" / "adapter_model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny") / "model"
+    build_tiny_llava(folder)
+    return folder
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_agree_with_one(model_dir, tmp_path):
+    common = ["finetune", "--model", str(model_dir), "--datasets", "ft-colours", "--method", "lora", "--lr", "1e-2",
+              "--epochs", "1", "--device", "cpu", "method_options.r=4", "method_options.dropout=0.0",
+              # green and blue answers are two tokens each: the mean of the processes' mean losses is the mean
+              # loss of the whole batch, as in one process ("red" is one token and would weigh differently)
+              "data.classes=[1,2]"]
+    torchrun(tmp_path, common + ["--batch-size", "2", "--out", str(tmp_path / "ddp")], tmp_path / "logs")
+    register_datasets()
+    from unforget.cli import main
+
+    torch.set_num_threads(1)
+    assert main(common + ["--batch-size", "4", "--out", str(tmp_path / "single")]) == 0
+    two, one = read_jsonl(tmp_path / "ddp" / "train_log.jsonl"), read_jsonl(tmp_path / "single" / "train_log.jsonl")
+    assert [r["step"] for r in two] == [r["step"] for r in one] == [1, 2]  # 8 samples, 4 per optimizer step
+    assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], rel=1e-4)
+    a, b = adapter(tmp_path / "ddp"), adapter(tmp_path / "single")
+    assert a.keys() == b.keys()
+    # LoRA B starts at zero: the runs moved it, by the same amounts
+    assert max(b[k].abs().max().item() for k in b if "lora_B" in k) > 1e-2
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_emt_epoch_evaluation_is_sharded_over_the_processes(model_dir, tmp_path):
+    config = tmp_path / "emt.yaml"
+    config.write_text(EMT.format(model=model_dir))
+    out = tmp_path / "emt"
+    logs = tmp_path / "logs"
+    torchrun(tmp_path, ["study", "emt", "-c", str(config), "--out", str(out)], logs)
+    per_rank = {r: read_jsonl(logs / f"rank{r}.jsonl") for r in (0, 1)}
+    # base evaluation and the epoch-1 evaluation: both datasets, on both processes, half of the samples each
+    for r in (0, 1):
+        assert [(x["dataset"], x["n"]) for x in per_rank[r]] == [("ft-colours", 3), ("ft-colours-vqa", 2 - r)] * 2
+    records = read_jsonl(out / "lora" / "samples.jsonl")
+    assert sorted((r["epoch"], r["dataset"], r["id"]) for r in records) == sorted(
+        {(1, "ft-colours", f"test-{i}") for i in range(6)} | {(1, "ft-colours-vqa", f"q-{i}") for i in range(3)})
+    assert not list(out.rglob("samples.rank*.jsonl"))
+    metrics = json.loads((out / "lora" / "metrics.json").read_text())
+    assert set(metrics["epochs"]) == {"1"} and "probe" in metrics["epochs"]["1"]
+    assert len(read_jsonl(out / "lora" / "probe.jsonl")) == 1  # written once, by the main process
+    assert (out / "lora" / "DONE").exists() and (out / "report.html").exists()
