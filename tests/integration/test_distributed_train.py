@@ -37,6 +37,15 @@ def counted(cfg, lm, ds, todo, *args, **kwargs):
         fh.write(json.dumps({{"dataset": ds.name, "n": len(todo)}}) + "\\n")
     return original(cfg, lm, ds, todo, *args, **kwargs)
 evaluator._predict_and_judge = counted
+if os.environ.get("STOP_AFTER_EPOCH"):  # an interrupted run: every process stops after that epoch's checkpoint
+    import unforget.training.trainer as trainer
+    save = trainer.save_checkpoint
+    def save_then_stop(*args, **kwargs):
+        path = save(*args, **kwargs)
+        if args[2].epochs_done == int(os.environ["STOP_AFTER_EPOCH"]):
+            raise KeyboardInterrupt
+        return path
+    trainer.save_checkpoint = save_then_stop
 from unforget.cli import main
 raise SystemExit(main(sys.argv[1:]))
 """
@@ -58,21 +67,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(tmp_path: Path, args: list[str], logs: Path) -> None:
+def torchrun(tmp_path: Path, args: list[str], logs: Path, expect: int = 0, **extra_env: str) -> None:
     script = tmp_path / "run_cli.py"
     script.write_text(SCRIPT.format(tests=str(TESTS), logs=str(logs)))
     logs.mkdir(exist_ok=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            str(script), *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           **extra_env}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400, cwd=tmp_path)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert (done.returncode == 0) == (expect == 0), (done.stdout + done.stderr)[-3000:]
 
 
-def adapter(folder: Path) -> dict[str, torch.Tensor]:
+def adapter(folder: Path, epoch: int = 1) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    return load_file(str(folder / "checkpoints" / "epoch-1" / "adapter_model.safetensors"))
+    return load_file(str(folder / "checkpoints" / f"epoch-{epoch}" / "adapter_model.safetensors"))
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +114,34 @@ def test_ddp_two_processes_agree_with_one(model_dir, tmp_path):
     assert max(b[k].abs().max().item() for k in b if "lora_B" in k) > 1e-2
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_checkpoint_of_two_processes_resumes_on_one(model_dir, tmp_path):
+    """Interrupted after epoch 1 of 2 under 2 processes x 2 samples, resumed by 1 process x 4 samples (the same 4
+    samples per step): it ends where an uninterrupted 1-process run ends. A global batch that changes is refused."""
+    common = ["finetune", "--model", str(model_dir), "--datasets", "ft-colours", "--method", "lora", "--lr", "1e-2",
+              "--epochs", "2", "--device", "cpu", "method_options.r=4", "method_options.dropout=0.0",
+              "data.classes=[1,2]"]
+    out = tmp_path / "resumed"
+    torchrun(tmp_path, common + ["--batch-size", "2", "--out", str(out)], tmp_path / "logs", expect=1,
+             STOP_AFTER_EPOCH="1")
+    assert (out / "checkpoints" / "epoch-1").is_dir() and not (out / "checkpoints" / "epoch-2").exists()
+    register_datasets()
+    from unforget.cli import main
+
+    torch.set_num_threads(1)
+    assert main(common + ["--batch-size", "2", "--out", str(out)]) == 2  # 2 per step now, 4 before: refused
+    assert main(common + ["--batch-size", "4", "--out", str(out)]) == 0
+    assert main(common + ["--batch-size", "4", "--out", str(tmp_path / "straight")]) == 0
+    resumed, straight = read_jsonl(out / "train_log.jsonl"), read_jsonl(tmp_path / "straight" / "train_log.jsonl")
+    assert [r["step"] for r in resumed] == [r["step"] for r in straight] == [1, 2, 3, 4]
+    assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in straight], rel=1e-4)
+    a, b = adapter(out, 2), adapter(tmp_path / "straight", 2)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4)
+    state = json.loads((out / "checkpoints" / "epoch-2" / "trainer_state.json").read_text())
+    assert state["num_processes"] == 1 and state["global_step"] == 4
 
 
 @pytest.mark.slow

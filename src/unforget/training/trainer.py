@@ -131,16 +131,33 @@ def _pick(data: dict[str, Any], dotted: str) -> Any:
     return node
 
 
-def check_same_run(run: RunDir, cfg: FinetuneConfig) -> None:
-    """An out folder with checkpoints resumes only the run that wrote them."""
+# Per-process settings: a run resumes on another number of processes when the global batch they make is the same.
+PER_PROCESS_KEYS = ("batch_size", "grad_accum")
+
+
+def check_same_run(run: RunDir, cfg: FinetuneConfig, num_processes: int = 1) -> None:
+    """An out folder with checkpoints resumes only the run that wrote them. The number of processes may change
+    (8 GPUs -> 4) when batch_size x grad_accum x processes, the samples of one optimizer step, stays the same:
+    then every step sees the same samples in the same order."""
     saved_path = run.file("config.yaml")
-    if not saved_path.is_file() or not list_checkpoints(run.path):
+    checkpoints = list_checkpoints(run.path)
+    if not saved_path.is_file() or not checkpoints:
         return
     import yaml
 
     saved = read_yaml(saved_path)
     now = yaml.safe_load(dump_yaml(cfg))
-    changed = [k for k in RESUME_KEYS if _pick(saved, k) != _pick(now, k)]
+    before = checkpoints[-1].state.num_processes
+    global_before = int(_pick(saved, "batch_size")) * int(_pick(saved, "grad_accum") or 1) * before
+    global_now = cfg.batch_size * cfg.grad_accum * num_processes
+    if global_before != global_now:
+        raise ConfigError(
+            f"{run.path} was trained with {global_before} samples per optimizer step (batch_size "
+            f"{_pick(saved, 'batch_size')} x grad_accum {_pick(saved, 'grad_accum')} x {before} processes); this run "
+            f"makes {global_now} (batch_size {cfg.batch_size} x grad_accum {cfg.grad_accum} x {num_processes}). "
+            f"Choose batch_size and grad_accum so that their product times the processes is {global_before}"
+        )
+    changed = [k for k in RESUME_KEYS if k not in PER_PROCESS_KEYS and _pick(saved, k) != _pick(now, k)]
     if changed:
         detail = "; ".join(f"{k}: {_pick(saved, k)!r} -> {_pick(now, k)!r}" for k in changed)
         raise ConfigError(
@@ -213,7 +230,7 @@ def finetune(
         raise ConfigError("model.device_map spreads one model over devices and cannot be combined with "
                           "several processes (accelerate launch); use one or the other")
     run = RunDir(cfg.out)
-    check_same_run(run, cfg)
+    check_same_run(run, cfg, accelerator.num_processes)
     if accelerator.is_main_process:
         run.write_config(cfg)
         remove_partial_checkpoints(run.path)
@@ -244,8 +261,9 @@ def finetune(
         if resume.state.method != cfg.method:
             raise ConfigError(f"{resume.path} was written by method '{resume.state.method}', not '{cfg.method}'")
         if resume.state.num_processes != accelerator.num_processes:
-            raise TrainingError(f"{resume.path} was written by {resume.state.num_processes} processes, this run has "
-                                f"{accelerator.num_processes}: resume with the same number, or choose another --out")
+            log.info("%s was written by %d processes, this run has %d (the same samples per optimizer step); random "
+                     "draws (dropout) after the resume differ from an uninterrupted run", resume.path,
+                     resume.state.num_processes, accelerator.num_processes)
         method.load(model, resume.path)
         log.info("resuming from %s (step %d)", resume.path, resume.state.global_step)
 
@@ -308,7 +326,10 @@ def finetune(
             _truncate_log(log_path, global_step)
         if s.kind == "epoch" and not s.epoch_end_done:
             call_epoch_end(s.epochs_done, resume)
-        load_rng(resume.path, accelerator.process_index)
+        if accelerator.process_index < resume.state.num_processes:
+            load_rng(resume.path, accelerator.process_index)
+        else:  # a process the checkpointed run did not have: a seed of its own, from (seed, step, rank)
+            set_seed(cfg.seed + 1_000_003 * s.global_step + accelerator.process_index)
     elif accelerator.is_main_process and log_path.exists():
         log_path.unlink()  # a run that died before its first checkpoint starts over
     accelerator.wait_for_everyone()
