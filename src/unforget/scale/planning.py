@@ -403,7 +403,11 @@ def plan_study(study: dict[str, Any], *, processes: int = 1, device_memory: int 
         assumptions={"text_tokens": text_tokens, "answer_tokens": answer_tokens, "headroom": headroom,
                      "gradient_checkpointing": checkpointing, "train_batch_per_process": batch,
                      "eval_batch_per_process": int(ev.get("batch_size", 16)), "max_new_tokens": new_tokens,
-                     "eval_datasets": n_sets, "epochs": int(train.get("epochs", 1))},
+                     "eval_datasets": n_sets, "epochs": int(train.get("epochs", 1)),
+                     # fine-tune every arm, evaluate after every epoch: the study total is known (EMT); sweeps,
+                     # task sequences and tailoring multiply the per-epoch and per-pass figures their own way
+                     "per_epoch_study": bool(study.get("methods")) and not study.get("sweep")
+                     and not train.get("method")},
     )
 
 
@@ -429,7 +433,9 @@ class StudyHours:
         for arm, hours in self.train_epoch_hours.items():
             out.append(f"  train {arm}: {h(hours)} GPU-h per epoch")
         out.append(f"  one evaluation pass: {h(self.eval_pass_hours)} GPU-h")
-        if self.total_hours is not None:
+        if self.total_hours is None:
+            out.append("  study total: the per-epoch and per-pass figures times the study's runs (docs/scaling.md)")
+        else:
             out.append(f"  study ({self.epochs} epochs x {len(self.train_epoch_hours)} arms, {self.passes} evaluation "
                        f"passes): {self.total_hours:.1f} GPU-h, {self.total_hours / self.processes:.1f} h wall-clock "
                        f"on {self.processes} GPU(s)")
@@ -450,5 +456,5 @@ def study_hours(plan: StudyPlan, peak_flops: float, mfu: float, epochs: int | No
     passes = 1 + len(plan.methods) * epochs
     parts = list(train.values()) + [eval_pass]
     total = (sum(v * epochs for v in train.values()) + eval_pass * passes  # type: ignore[operator]
-             if all(v is not None for v in parts) else None)
+             if all(v is not None for v in parts) and plan.assumptions.get("per_epoch_study") else None)
     return StudyHours(peak_flops, mfu, plan.processes, train, eval_pass, epochs, passes, total)
