@@ -1,0 +1,356 @@
+"""The recipe that trains smol-llava's projector (and a small LoRA) on a CPU, in LLaVA's stages.
+
+0. **Closed-form projector initialisation.** Each training image's vision patch features (the frozen DINOv2 tower)
+   are regressed (ridge, closed form) onto the mean input embedding of the image's description (class phrase,
+   scene description, caption): the projector starts out writing each image as "the words that describe it" in the
+   LM's own embedding space. The 2-layer GELU MLP is made to compute that linear map (a bias shift puts the GELU in
+   its linear range, the second layer removes it). This costs vision forward passes only, no LM backward, and is
+   what makes a CPU budget of a few hundred gradient steps enough.
+1. **Alignment.** Projector only (language model frozen, as LLaVA): "Describe the image." -> the description.
+2. **Instruction tuning.** Projector + a LoRA on the LM's attention: every embedded task with its own prompt
+   templates, mixed with text-only instruction data (the "text" set's train prompts, answered by the base
+   SmolLM2 itself: self-distillation, so that it still chats the way it did).
+
+Seeds are fixed; the same seed, thread count and library versions give the same weights. Only the projector and the
+adapter are written (``projector.safetensors``, ``adapter/``), with ``smol_llava.json`` and the model card.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ...errors import TrainingError
+from ..loading import LoadedModel
+from .smol_llava_assembly import AssemblySpec, save_trained_parts, spec_dict
+from .tiny_llava_recipe import (
+    EMBEDDED_SETS,
+    ExampleCache,
+    Item,
+    RecipeData,
+    StageSettings,
+    alignment_item,
+    instruction_item,
+    item_stream,
+    load_recipe_data,
+    preprocess_pixels,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SmolLlavaRecipe:
+    """Everything that decides the trained parts; stored in ``smol_llava.json``."""
+
+    seed: int = 0
+    datasets: tuple[str, ...] = EMBEDDED_SETS
+    train_per_set: int = 500
+    spec: AssemblySpec = field(default_factory=lambda: AssemblySpec(image_size=84))
+    init_ridge: float = 1.0  # ridge penalty of the closed-form projector init (features standardised)
+    init_images_per_set: int = 300
+    align: StageSettings = field(default_factory=lambda: StageSettings(steps=100, lr=5e-4, batch_size=8,
+                                                                       weight_decay=0.0))
+    instruct: StageSettings = field(default_factory=lambda: StageSettings(steps=200, lr=5e-4, batch_size=8,
+                                                                          weight_decay=0.0))
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_targets: str = r".*language_model.*\.(q_proj|v_proj)"
+    text_fraction: float = 0.15  # share of instruction batches that are text-only
+    text_max_new_tokens: int = 32
+    threads: int = 2
+    eval_limit: int = 50  # test samples per set in the build-time check (rank mode)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["spec"] = spec_dict(self.spec)
+        return out
+
+
+@dataclass
+class SmolBuildReport:
+    seconds: dict[str, float] = field(default_factory=dict)
+    seconds_per_step: dict[str, float] = field(default_factory=dict)
+    final_loss: dict[str, float] = field(default_factory=dict)
+    init_r2: float = float("nan")
+    parameters: dict[str, int] = field(default_factory=dict)
+    rank_accuracy: dict[str, float] = field(default_factory=dict)  # embedded sets, rank mode
+    eval_counts: dict[str, int] = field(default_factory=dict)
+    text_accuracy: dict[str, float] = field(default_factory=dict)  # "base" (SmolLM2 alone) and "smol-llava"
+    forward_seconds: dict[str, float] = field(default_factory=dict)
+    conversion: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------- stage 0
+
+
+@torch.no_grad()
+def patch_features(llava: Any, pixels: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """The vision features the projector sees (the configured layer, CLS dropped): (n, patches, hidden)."""
+    layer = llava.config.vision_feature_layer
+    out = []
+    for i in range(0, len(pixels), batch):
+        hidden = llava.model.vision_tower(pixels[i : i + batch], output_hidden_states=True).hidden_states[layer]
+        out.append(hidden[:, 1:])
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def description_embedding(llava: Any, tokenizer: Any, text: str) -> torch.Tensor:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return llava.get_input_embeddings().weight[ids].mean(0)
+
+
+@torch.no_grad()
+def closed_form_projector(llava: Any, features: torch.Tensor, targets: torch.Tensor, ridge: float) -> float:
+    """Set the projector to the ridge-regression map from patch features (n, p, d) to per-image targets (n, D);
+    returns the fit's R^2 on the patches."""
+    proj = llava.model.multi_modal_projector
+    x = features.reshape(-1, features.shape[-1]).double()
+    y = targets[:, None, :].expand(-1, features.shape[1], -1).reshape(-1, targets.shape[-1]).double()
+    mu_x, mu_y = x.mean(0), y.mean(0)
+    sd_x = x.std(0).clamp_min(1e-6)
+    xs = (x - mu_x) / sd_x
+    w = torch.linalg.solve(xs.T @ xs + ridge * len(xs) ** 0.5 * torch.eye(xs.shape[1], dtype=x.dtype),
+                           xs.T @ (y - mu_y))  # (d, D)
+    pred = xs @ w + mu_y
+    r2 = 1 - float(((y - pred) ** 2).sum() / ((y - mu_y) ** 2).sum())
+    # linear_1: x -> W'x + b' + shift, GELU ~ identity there; linear_2: identity minus the shift
+    weight = (w / sd_x[:, None]).T  # (D, d)
+    bias = mu_y - weight @ mu_x
+    hidden, out_dim = proj.linear_1.out_features, proj.linear_2.out_features
+    if hidden != out_dim or weight.shape != (hidden, features.shape[-1]):
+        raise TrainingError("closed-form init needs a projector whose hidden width equals the LM width")
+    spread = float((x @ weight.T + bias).abs().max())
+    shift = spread + 4.0
+    proj.linear_1.weight.copy_(weight.float())
+    proj.linear_1.bias.copy_((bias + shift).float())
+    proj.linear_2.weight.copy_(torch.eye(out_dim))
+    proj.linear_2.bias.fill_(-shift)
+    return r2
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class TextItem:
+    question: str
+    answer: str
+
+
+def text_instructions(lm: LoadedModel, seed: int, max_new_tokens: int) -> list[TextItem]:
+    """The "text" set's train prompts answered by the base model (its answer when it names an accepted one or
+    when none is given, else the first accepted answer as a sentence)."""
+    from ...data import load_dataset
+    from ...evaluation.generation import GenerationRequest, generate_answers
+    from ...evaluation.judges.base import normalise
+
+    ds = load_dataset("text")
+    samples = ds.split("train")
+    answers = generate_answers(lm, [GenerationRequest(s.question, None) for s in samples], batch_size=8,
+                               max_new_tokens=max_new_tokens)
+    items = []
+    for s, a in zip(samples, answers):
+        accepted = s.meta["accepted"]
+        ok = not accepted or any(f" {normalise(x)} " in f" {normalise(a)} " for x in accepted)
+        items.append(TextItem(s.question, a if ok and a else f"{accepted[0]}."))
+    return items
+
+
+def mixed_batches(cache: ExampleCache, lm: LoadedModel, items: Iterator[Item], texts: Sequence[TextItem],
+                  settings: StageSettings, text_fraction: float, rng: random.Random) -> Iterator[list[Any]]:
+    """Batches of image examples, a ``text_fraction`` of them text-only (a batch never mixes the two)."""
+    from ...training.examples import build_example
+
+    text_examples: dict[int, Any] = {}
+    while True:
+        if texts and rng.random() < text_fraction:
+            picks = [rng.randrange(len(texts)) for _ in range(settings.batch_size)]
+            for i in picks:
+                if i not in text_examples:
+                    text_examples[i] = build_example(lm, None, texts[i].question, texts[i].answer)
+            yield [text_examples[i] for i in picks]
+        else:
+            yield [cache.example(next(items)) for _ in range(settings.batch_size)]
+
+
+def train_stage(lm: LoadedModel, batches: Iterator[list[Any]], settings: StageSettings, stage: str,
+                report: SmolBuildReport) -> None:
+    from ...training.examples import collate_examples
+    from ...training.loss import AnswerLoss
+    from .tiny_llava_recipe import _optimizer, _step
+
+    model = lm.model
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer, schedule = _optimizer(params, settings)
+    loss_fn = AnswerLoss(model)
+    losses, t0 = [], time.perf_counter()
+    for step in range(settings.steps):
+        batch = collate_examples(next(batches), lm.tokenizer.pad_token_id)
+        loss, _ = loss_fn(model, batch)
+        _step(loss, params, optimizer, schedule, stage, step)
+        losses.append(loss.item())
+        if step % 5 == 0:
+            log.info("%s step %d/%d loss %.3f (%.1f s/step)", stage, step, settings.steps, loss.item(),
+                     (time.perf_counter() - t0) / (step + 1))
+    model.eval()
+    report.final_loss[stage] = float(np.mean(losses[-10:])) if losses else float("nan")
+    report.seconds_per_step[stage] = (time.perf_counter() - t0) / max(1, settings.steps)
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+def evaluate_model(lm: LoadedModel, sets: Sequence[str], limit: int, report: SmolBuildReport,
+                   key: str = "smol-llava") -> None:
+    """Rank-mode accuracy per embedded set (captions: skipped) and generate + exact accuracy on "text"."""
+    from ...evaluation.config import EvalConfig
+    from ...evaluation.evaluator import evaluate
+
+    for name in sets:
+        from ...data import load_dataset
+
+        if load_dataset(name).task == "caption":
+            continue
+        result = evaluate(EvalConfig(datasets=[name], mode="rank", limit=limit, batch_size=8), lm=lm)
+        report.rank_accuracy[name] = result.accuracy(name)
+        report.eval_counts[name] = min(limit, len(load_dataset(name).split("test")))
+        log.info("%s rank accuracy %.3f", name, report.rank_accuracy[name])
+    result = evaluate(EvalConfig(datasets=["text"], mode="generate", batch_size=8, max_new_tokens=32), lm=lm)
+    report.text_accuracy[key] = result.accuracy("text")
+
+
+@torch.no_grad()
+def forward_seconds(lm: LoadedModel, repeats: int = 3) -> float:
+    """Seconds of one forward pass of one image + question (median of ``repeats``)."""
+    from PIL import Image
+
+    from ..prompting import build_prompt, encode_batch
+
+    image = Image.new("RGB", (64, 64), (200, 30, 30))
+    enc = encode_batch(lm, [image], [build_prompt(lm, "What is the number in the image?")])
+    lm.model(**enc)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        lm.model(**enc)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+# ---------------------------------------------------------------------------------------------- the build
+
+
+def train_smol_llava(out_dir: str | Path, seed: int = 0, *, recipe: SmolLlavaRecipe | None = None,
+                     evaluate: bool = True, **overrides: Any) -> Path:
+    """Run the recipe; write the trained parts, ``smol_llava.json`` and the model card to ``out_dir``."""
+    recipe = dataclasses.replace(recipe or SmolLlavaRecipe(), seed=seed, **overrides)
+    out = Path(out_dir)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(recipe.threads)
+    try:
+        report = _train(recipe, out, evaluate)
+    finally:
+        torch.set_num_threads(old_threads)
+    (out / "smol_llava.json").write_text(json.dumps(
+        {"spec": spec_dict(recipe.spec), "recipe": recipe.to_dict(), "report": dataclasses.asdict(report)},
+        indent=2, default=str) + "\n")
+    from .smol_llava_card import model_card
+
+    (out / "README.md").write_text(model_card(recipe.to_dict(), dataclasses.asdict(report)))
+    return out
+
+
+def _train(recipe: SmolLlavaRecipe, out: Path, evaluate: bool) -> SmolBuildReport:
+    from peft import LoraConfig, get_peft_model
+
+    from .smol_llava import load_parts
+    from .smol_llava_assembly import assemble_llava
+
+    report = SmolBuildReport()
+    random.seed(recipe.seed)
+    np.random.seed(recipe.seed)
+    torch.manual_seed(recipe.seed)
+
+    t0 = time.perf_counter()
+    language_model, tokenizer, vision, provenance = load_parts()
+    report.conversion = provenance
+    llava, processor = assemble_llava(language_model, tokenizer, vision, recipe.spec, seed=recipe.seed)
+    del language_model
+    llava.requires_grad_(False)
+    lm = LoadedModel(model=llava, processor=processor, family="llava", source=str(out))
+    data: RecipeData = load_recipe_data(recipe.datasets, recipe.train_per_set, recipe.seed)
+    preprocess_pixels(data, processor.image_processor)
+    report.seconds["data"] = time.perf_counter() - t0
+    if evaluate:
+        t0 = time.perf_counter()
+        from ...evaluation.config import EvalConfig
+        from ...evaluation.evaluator import evaluate as run_eval
+
+        base = run_eval(EvalConfig(datasets=["text"], mode="generate", batch_size=8, max_new_tokens=32), lm=lm)
+        report.text_accuracy["SmolLM2-135M-Instruct (base)"] = base.accuracy("text")
+        report.seconds["base_text_eval"] = time.perf_counter() - t0
+    texts = text_instructions(lm, recipe.seed, recipe.text_max_new_tokens)
+
+    # Stage 0: closed-form projector init
+    t0 = time.perf_counter()
+    rng = random.Random(f"{recipe.seed}-init")
+    feats, targets = [], []
+    for name in sorted(data.train):
+        ds, samples = data.sets[name], data.train[name]
+        idx = sorted(rng.sample(range(len(samples)), min(recipe.init_images_per_set, len(samples))))
+        feats.append(patch_features(llava, data.pixels[name][idx]))
+        targets += [description_embedding(llava, tokenizer, alignment_item(ds, samples[i], i, rng).answer)
+                    for i in idx]
+    report.init_r2 = closed_form_projector(llava, torch.cat(feats), torch.stack(targets), recipe.init_ridge)
+    report.seconds["init"] = time.perf_counter() - t0
+    log.info("closed-form projector init: R^2 %.3f", report.init_r2)
+
+    # Stage 1: alignment, projector only
+    cache = ExampleCache(lm, data)
+    llava.model.multi_modal_projector.requires_grad_(True)
+    t0 = time.perf_counter()
+    rng = random.Random(f"{recipe.seed}-align")
+    torch.manual_seed(recipe.seed)
+    items = item_stream(data, alignment_item, {}, rng)
+    batches = mixed_batches(cache, lm, items, [], recipe.align, 0.0, rng)
+    train_stage(lm, batches, recipe.align, "align", report)
+    report.seconds["align"] = time.perf_counter() - t0
+
+    # Stage 2: instruction tuning, projector + LoRA, with text-only self-distillation batches
+    t0 = time.perf_counter()
+    peft_model = get_peft_model(llava, LoraConfig(r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=0.0,
+                                                  target_modules=recipe.lora_targets))
+    llava.model.multi_modal_projector.requires_grad_(True)
+    plm = dataclasses.replace(lm, model=peft_model)
+    rng = random.Random(f"{recipe.seed}-instruct")
+    torch.manual_seed(recipe.seed)
+    items = item_stream(data, instruction_item, {}, rng)
+    batches = mixed_batches(ExampleCache(plm, data), plm, items, texts, recipe.instruct, recipe.text_fraction, rng)
+    train_stage(plm, batches, recipe.instruct, "instruct", report)
+    report.seconds["instruct"] = time.perf_counter() - t0
+    save_trained_parts(out, llava, peft_model)
+    report.parameters = {
+        "projector": sum(p.numel() for p in llava.model.multi_modal_projector.parameters()),
+        "lora": sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n),
+        "total": sum(p.numel() for p in llava.parameters() if True),
+    }
+    merged = peft_model.merge_and_unload().eval()
+    lm = dataclasses.replace(lm, model=merged)
+    if evaluate:
+        t0 = time.perf_counter()
+        report.forward_seconds[f"{recipe.spec.image_size}px"] = forward_seconds(lm)
+        evaluate_model(lm, recipe.datasets, recipe.eval_limit, report)
+        report.seconds["evaluate"] = time.perf_counter() - t0
+    return report
