@@ -4,7 +4,8 @@ The model is built on the meta device (:mod:`unforget.scale.meta`) and the fine-
 applied to it, so the trainable set (which modules LoRA targets, what ``full`` unfreezes) and the dtypes (peft
 keeps LoRA adapters in float32 over a bfloat16 base) are the ones a real run gets. Memory per process, in bytes:
 
-* weights: every parameter at its dtype; FSDP full-shard holds 1/N of them (plus one gathered block at a time).
+* weights: every parameter at its dtype; FSDP full-shard holds 1/N of them (the block it gathers for the layer
+  being computed, 0.38 GiB for a Llama-7B layer in bf16, is left out).
 * gradients: the trainable parameters at their dtype; 1/N under FSDP. DDP keeps a second copy in its
   communication buckets.
 * optimizer: AdamW's two moments per trainable parameter at its dtype (torch keeps them in the parameter's dtype);
