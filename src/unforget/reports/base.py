@@ -34,7 +34,8 @@ class ReportKind:
 REPORTS: Registry[ReportKind] = Registry("report", modules=("unforget.reports.emt", "unforget.reports.eval_run",
                                                                   "unforget.reports.twobytwo",
                                                                   "unforget.reports.continual",
-                                                                  "unforget.reports.tailor"))
+                                                                  "unforget.reports.tailor",
+                                                                  "unforget.reports.survey"))
 
 
 def detect_report_kind(run_dir: str | Path) -> ReportKind:

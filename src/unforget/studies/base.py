@@ -20,4 +20,5 @@ class Study:
 
 
 STUDIES: Registry[Study] = Registry("study", modules=("unforget.studies.emt", "unforget.studies.twobytwo",
-                                                   "unforget.studies.continual", "unforget.studies.tailor"))
+                                                   "unforget.studies.continual", "unforget.studies.tailor",
+                                                   "unforget.studies.survey"))

@@ -12,6 +12,8 @@ def add_study(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="emt | 2x2 | continual | tailor | survey (`unforget ls studies`)")
     p.add_argument("-c", "--config", help="study YAML (e.g. emt/quickstart; `unforget config list`)")
     p.add_argument("--out", help="run folder (default runs/<study>/<name>); an existing one resumes")
+    p.add_argument("--models", help="survey: comma list of models (zoo names, HF folders, BASE@ADAPTER_DIR)")
+    p.add_argument("--datasets", help="survey: comma list of datasets")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=2 eval.limit=50")
 
 
@@ -20,8 +22,11 @@ def run_study(args: argparse.Namespace) -> int:
     from .base import STUDIES
 
     study = STUDIES.get(args.name)
-    base = {"out": args.out} if args.out else None
-    cfg = load_config(study.config_class, args.config, args.overrides, base=base)
+    base: dict = {"out": args.out} if args.out else {}
+    for key in ("models", "datasets"):  # list fields of the studies that have them (survey)
+        if getattr(args, key, None):
+            base[key] = [v.strip() for v in getattr(args, key).split(",") if v.strip()]
+    cfg = load_config(study.config_class, args.config, args.overrides, base=base or None)
     con = console()
     con.print(f"[bold]unforget study {args.name}[/] {args.config or ''}")
     t0 = time.perf_counter()
