@@ -219,6 +219,8 @@ def add_zoo(p: argparse.ArgumentParser) -> None:
     b.add_argument("name")
     b.add_argument("--out", help="folder to write (default: the unforget cache)")
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--retrain", action="store_true",
+                   help="smol-llava: rerun its training recipe instead of using the committed trained weights")
     sub.add_parser("list", help="list zoo models")
 
 
@@ -234,7 +236,7 @@ def run_zoo(args: argparse.Namespace) -> int:
         raise UnforgetError(f"zoo model '{args.name}' has no build recipe")
     out = Path(args.out) if args.out else cache_dir() / "models" / args.name
     t0 = time.perf_counter()
-    path = entry.build(out, seed=args.seed)
+    path = entry.build(out, seed=args.seed, **({"retrain": True} if args.retrain else {}))
     console().print(f"built {args.name} in {time.perf_counter() - t0:.0f} s -> {path}")
     return 0
 

@@ -52,3 +52,21 @@ def test_evaluator_generates_text_samples_even_in_rank_mode(tmp_path):
     records = run.samples()
     assert len(records) == 4 and all(r["mode"] == "generate" and r["correct"] in (True, False) for r in records)
     assert 0.0 <= result.accuracy("text") <= 1.0
+
+
+def test_language_scores_are_finite_and_answer_likelihood_tracks_the_model():
+    import math
+
+    import torch
+
+    from unforget.evaluation.language import language_scores
+    from unforget.models.loading import load_model
+
+    lm = load_model("tiny-llava", device="cpu", dtype="float32")
+    before = language_scores(lm, limit=6)
+    assert before.n_answers == 6 and before.n_heldout_tokens > 50
+    assert before.answer_logprob < 0 and math.isfinite(before.heldout_perplexity) and before.heldout_perplexity > 1
+    with torch.no_grad():  # a broken language model: the held-out text gets less likely
+        lm.model.lm_head.weight.mul_(0.0)
+    after = language_scores(lm, limit=6)
+    assert after.heldout_perplexity != before.heldout_perplexity
