@@ -1,17 +1,20 @@
-"""Helpers of the kill tests: run `unforget` in a child that SIGKILLs itself at a commit point, and compare two run
-folders by what they hold (records, metrics, tensors), not by timings."""
+"""Helpers of the kill tests: run `unforget` in a child process that SIGKILLs itself at a commit point, and compare
+two run folders by what they hold (records, metrics, tensors), not by timings.
+
+A commit point is where a run's state on disk changes (a rename into place, a JSONL append); each is counted twice,
+just before and just after, so "kill at k" covers half-written lines and temporary files left before a rename."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import subprocess
+import signal
 import sys
+import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-CHILD = Path(__file__).resolve().parent / "crash_child.py"
 # fields that measure time or say where a run resumed; everything else (with the run folder's own path written as
 # <run>) must match bit for bit
 VOLATILE = {"seconds", "run_info", "resumed_from"}
@@ -19,55 +22,95 @@ VOLATILE = {"seconds", "run_info", "resumed_from"}
 DERIVED = {".html", ".png", ".md"}
 
 
-def run_cli(args: list[str], kill_at: int = 0, events_file: Path | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "UNFORGET_KILL_AT": str(kill_at)}
-    if events_file is not None:
-        env["UNFORGET_EVENTS_FILE"] = str(events_file)
-    return subprocess.run([sys.executable, str(CHILD), *map(str, args)], env=env, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def run_counting(args: list[str], monkeypatch: Any) -> int:
-    """Run ``args`` in this process to the end (the reference run); the number of commit points it passed, counted
-    as the child counts them."""
+def install_commit_hooks(on_commit: Callable[[str], None]) -> Callable[[], None]:
+    """Call ``on_commit(where)`` just before and just after every commit point: each ``os.replace`` / ``os.rename``
+    (an atomic file write, a checkpoint folder put into place) and each ``JsonlAppender.write`` (one sample, probe
+    or log line; "append-before" is called with half of the line already written and flushed, as a power cut
+    would leave it). Returns the function that removes the hooks."""
     import unforget.runs as runs
+
+    replace, rename, append = os.replace, os.rename, runs.JsonlAppender.write
+
+    def committing(original: Any, name: str) -> Any:
+        def commit(*a: Any, **kw: Any) -> Any:
+            on_commit(f"{name}-before")
+            result = original(*a, **kw)
+            on_commit(f"{name}-after")
+            return result
+        return commit
+
+    def write(self: Any, record: dict[str, Any]) -> None:
+        line = json.dumps(record, default=runs._json_default, ensure_ascii=False)
+        position = self._fh.tell()
+        self._fh.write(line[: max(1, len(line) // 2)])
+        self._fh.flush()
+        on_commit("append-before")
+        self._fh.seek(position)  # not killed: take the half line back and write the record whole
+        self._fh.truncate()
+        append(self, record)
+        on_commit("append-after")
+
+    os.replace, os.rename = committing(replace, "replace"), committing(rename, "rename")
+    runs.JsonlAppender.write = write
+
+    def remove() -> None:
+        os.replace, os.rename, runs.JsonlAppender.write = replace, rename, append
+    return remove
+
+
+def run_cli(args: list[Any], kill_at: int = 0) -> int:
+    """``unforget ARGS`` in a forked child process (torch and transformers already imported: no interpreter start)
+    that SIGKILLs itself at its ``kill_at``-th commit point (0: never). Returns the exit status, -9 when killed."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        rc = 3
+        try:
+            from unforget.cli import main
+
+            count = [0]
+
+            def maybe_die(where: str) -> None:
+                count[0] += 1
+                if count[0] == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+            install_commit_hooks(maybe_die)
+            rc = main([str(a) for a in args])
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(rc)
+    _, status = os.waitpid(pid, 0)
+    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+
+def run_counting(args: list[Any]) -> int:
+    """Run ``args`` in this process to the end (the reference run); the number of commit points it passed."""
     from unforget.cli import main
 
     count = [0]
-
-    def counted(original: Any) -> Any:
-        def call(*a: Any, **kw: Any) -> Any:
-            count[0] += 2
-            return original(*a, **kw)
-        return call
-
-    monkeypatch.setattr(os, "replace", counted(os.replace))
-    monkeypatch.setattr(os, "rename", counted(os.rename))
-    monkeypatch.setattr(runs.JsonlAppender, "write", counted(runs.JsonlAppender.write))
+    remove = install_commit_hooks(lambda where: count.__setitem__(0, count[0] + 1))
     try:
         assert main([str(a) for a in args]) == 0
     finally:
-        monkeypatch.undo()
+        remove()
     return count[0]
 
 
-def kill_at(args: list[str], k: int) -> subprocess.CompletedProcess:
+def kill_at(args: list[Any], k: int) -> None:
     """Run ``args`` killed at its k-th commit point; it must really have died by SIGKILL."""
-    killed = run_cli(args, kill_at=k)
-    assert killed.returncode == -9, f"kill at {k} did not land: rc {killed.returncode}\n{killed.stderr[-3000:]}"
-    return killed
+    rc = run_cli(args, kill_at=k)
+    assert rc == -signal.SIGKILL, f"the kill at commit point {k} did not land: exit status {rc}"
 
 
-def kill_then_finish(args: list[str], kill_points: list[int]) -> list[subprocess.CompletedProcess]:
+def kill_then_finish(args: list[Any], kill_points: list[int]) -> None:
     """Run ``args`` killed at each of ``kill_points`` in turn (counted from the start of that rerun), then once
     more without a kill, which must succeed."""
-    runs = [kill_at(args, k) for k in kill_points]
-    final = run_cli(args)
-    assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
-    runs.append(final)
-    return runs
+    for k in kill_points:
+        kill_at(args, k)
+    assert run_cli(args) == 0, "the rerun after the kills failed"
 
 
 def _scrub(value: Any, root: str) -> Any:

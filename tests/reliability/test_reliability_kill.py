@@ -1,8 +1,8 @@
 """Guarantee 1: kill -9 at any point of a study or of `unforget tailor`, rerun the same command, get the results of
 an uninterrupted run: no sample counted twice, no finished run redone.
 
-The child process (crash_child.py) SIGKILLs itself at the k-th commit point (a rename into place or a JSONL append,
-before or after it; before an append it leaves half a line). Each test kills the same command at several points in
+A forked child process SIGKILLs itself at the k-th commit point (a rename into place or a JSONL append, before or
+after it; before an append it leaves half a line). Each test kills the same command at several points in
 turn, each rerun going further, and compares the folder with an uninterrupted run made in this process.
 `unforget eval` and `unforget finetune` are killed by tests/integration/test_eval_cli.py and test_finetune.py.
 """
@@ -53,11 +53,11 @@ def done_files(folder: Path) -> dict[Path, int]:
     return {p: p.stat().st_mtime_ns for done in folder.rglob("DONE") for p in done.parent.iterdir() if p.is_file()}
 
 
-def test_emt_study_killed_at_three_points_ends_as_an_uninterrupted_run(model_dir, tmp_path, monkeypatch):
+def test_emt_study_killed_at_three_points_ends_as_an_uninterrupted_run(model_dir, tmp_path):
     config = tmp_path / "emt.yaml"
     config.write_text(EMT.format(model=model_dir))
     reference = tmp_path / "reference"
-    n = run_counting(["study", "emt", "-c", config, "--out", reference], monkeypatch)
+    n = run_counting(["study", "emt", "-c", config, "--out", reference])
     out = tmp_path / "killed"
     args = ["study", "emt", "-c", config, "--out", out]
     # a third of the way in (the base model evaluated, fine-tuning under way), then twice early in a rerun; odd
@@ -75,14 +75,14 @@ def test_emt_study_killed_at_three_points_ends_as_an_uninterrupted_run(model_dir
     assert_same_run(reference, out)
 
 
-def test_tailor_killed_before_and_after_its_weights_ends_as_an_uninterrupted_run(model_dir, tmp_path, monkeypatch):
+def test_tailor_killed_before_and_after_its_weights_ends_as_an_uninterrupted_run(model_dir, tmp_path):
     ft = tmp_path / "ft"
     assert main(["finetune", "--model", str(model_dir), "--device", "cpu", "--datasets", "ft-colours", "--method",
                  "projector", "--lr", "1e-2", "--max-steps", "2", "--batch-size", "3", "--out", str(ft)]) == 0
     common = ["tailor", "--base", model_dir, "--finetuned", ft, "--calib", "ft-colours", "--calib-limit", "3",
               "--sparsity", "0.1", "--device", "cpu", "--out"]
     reference = tmp_path / "reference"
-    n = run_counting([*common, reference], monkeypatch)
+    n = run_counting([*common, reference])
     out = tmp_path / "killed"
     # killed while copying the base's files, then with the weights written but no metrics.json (the rerun must
     # replace weights it wrote itself, not refuse them as someone else's)
