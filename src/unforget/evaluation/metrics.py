@@ -15,9 +15,9 @@ class ClassificationMetrics:
     """Accuracy over judged samples; unjudged (judge failures) and skipped samples are counted apart."""
 
     n: int  # samples with a verdict
-    accuracy: float
-    accuracy_low: float
-    accuracy_high: float
+    accuracy: float | None  # None: no sample has a verdict (every judge call failed); the failures are in unjudged
+    accuracy_low: float | None
+    accuracy_high: float | None
     top_k: dict[str, float] = field(default_factory=dict)  # rank mode: "top3" -> accuracy
     per_class: dict[str, float] = field(default_factory=dict)
     confusion: dict[str, dict[str, int]] = field(default_factory=dict)  # true -> predicted ("<none>") -> count
@@ -71,7 +71,7 @@ def classification_metrics(
     judged = [i for i, c in enumerate(correct) if c is not None]
     n = len(judged)
     hits = sum(1 for i in judged if correct[i])
-    est = wilson_interval(hits, n)
+    est = wilson_interval(hits, n) if n else None
     per_class_total: Counter[str] = Counter()
     per_class_hit: Counter[str] = Counter()
     confusion: dict[str, dict[str, int]] = {}
@@ -93,7 +93,8 @@ def classification_metrics(
             if k <= max(len(class_names), 1):
                 top_k[f"top{k}"] = sum(1 for i in judged if ranks[i] is not None and ranks[i] < k) / n
     return ClassificationMetrics(
-        n=n, accuracy=est.value, accuracy_low=est.low, accuracy_high=est.high, top_k=top_k,
+        n=n, accuracy=est.value if est else None, accuracy_low=est.low if est else None,
+        accuracy_high=est.high if est else None, top_k=top_k,
         per_class=per_class, confusion=confusion, no_class_rate=no_class, outside_label_set_rate=no_class,
         leak_rates=leak_rates, top1_share=top1, top3_share=top3, prediction_entropy=ent, normalised_entropy=nent,
         unjudged=len(correct) - n, skipped=skipped,

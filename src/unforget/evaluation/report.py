@@ -56,14 +56,15 @@ def print_eval_table(con: Any, result: EvalResult) -> None:
     kinds = sorted({k for r in result.results.values() for k in r.baselines})
     for col in ("dataset", "n", "MLLM accuracy", "interval", *kinds, "no-class", "top-1 share", "unjudged", "skipped"):
         table.add_column(col)
-    captions = {name: r for name, r in result.results.items() if r.metrics.accuracy is None}
+    captions = {name: r for name, r in result.results.items() if hasattr(r.metrics, "cider")}
     for name, r in result.results.items():
         m = r.metrics
         if name in captions:
             continue
         base = [f"{r.baselines[k].accuracy:.3f} [{r.baselines[k].accuracy_low:.2f}, {r.baselines[k].accuracy_high:.2f}]"
                 if k in r.baselines else "-" for k in kinds]
-        table.add_row(name, str(m.n), f"{m.accuracy:.3f}", f"[{m.accuracy_low:.3f}, {m.accuracy_high:.3f}]", *base,
+        judged = (f"{m.accuracy:.3f}", f"[{m.accuracy_low:.3f}, {m.accuracy_high:.3f}]") if m.n else ("-", "-")
+        table.add_row(name, str(m.n), *judged, *base,
                       f"{m.no_class_rate:.3f}", f"{m.top1_share:.3f}", str(m.unjudged), str(m.skipped))
     if len(captions) < len(result.results):
         con.print(table)
