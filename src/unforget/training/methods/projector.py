@@ -62,7 +62,8 @@ def load(model: Any, folder: Path) -> None:
         for name, p in params.items():
             if saved[name].shape != p.shape:
                 raise ModelLoadError(f"{path}: '{name}' has shape {tuple(saved[name].shape)}, the model "
-                                     f"{tuple(p.shape)}")
+                                     f"{tuple(p.shape)}: the checkpoint belongs to another base model; pass the "
+                                     "base it was trained on")
             p.copy_(saved[name])
 
 
