@@ -84,14 +84,6 @@ COLOUR_NAMES: tuple[str, ...] = tuple(COLOUR_FAMILIES)
 _HUE_JITTER_DEG = 8.0
 
 
-def sample_named_colour(rng: np.random.Generator, name: str) -> np.ndarray:
-    """An RGB colour (float32, 0..255) from the colour family ``name``, with jitter in hue, saturation, value."""
-    hue, (s_lo, s_hi), (v_lo, v_hi) = COLOUR_FAMILIES[name]
-    h = ((hue + rng.uniform(-_HUE_JITTER_DEG, _HUE_JITTER_DEG)) % 360.0) / 360.0
-    rgb = colorsys.hsv_to_rgb(h, rng.uniform(s_lo, s_hi), rng.uniform(v_lo, v_hi))
-    return np.array(rgb, dtype=np.float32) * 255.0
-
-
 def _luminance(rgb: tuple[int, int, int]) -> float:
     return float(0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2])
 
