@@ -173,3 +173,30 @@ def test_dinov2_conversion_matches_onnxruntime():
     assert model.config.hidden_size == 384 and model.config.num_hidden_layers == 12
     assert model.config.patch_size == 14
     assert dinov2_onnx_max_error(DINOV2_ONNX.path(), model, batch=1) < 5e-5
+
+
+def test_zoo_build_cli_assembles_into_the_cache_and_eval_finds_it(monkeypatch, tmp_path):
+    """`unforget zoo build smol-llava` on stand-in parts (the packages are not needed): the committed trained parts
+    are applied, the folder lands in the cache, and the zoo name resolves to it."""
+    from unforget.cli import main
+    from unforget.models.loading import load_model, resolve_model_path
+    from unforget.models.zoo import smol_llava
+
+    monkeypatch.setenv("UNFORGET_CACHE", str(tmp_path / "cache"))
+    lm, tok, vision = stand_in_parts()
+    monkeypatch.setattr(smol_llava, "load_parts", lambda check_conversion=True: (lm, tok, vision, {"stand_in": 1}))
+    trained = tmp_path / "trained"
+    donor, _ = assemble_llava(*stand_in_parts(), AssemblySpec(image_size=28), seed=5)
+    save_trained_parts(trained, donor)
+    (trained / "smol_llava.json").write_text('{"spec": {"image_size": 28, "vision_feature_layer": -1}}')
+    monkeypatch.setattr(smol_llava, "TRAINED_DIR", trained)
+    monkeypatch.setattr(smol_llava.build_smol_llava, "__kwdefaults__",
+                        {**smol_llava.build_smol_llava.__kwdefaults__, "trained": trained})
+    assert main(["zoo", "build", "smol-llava"]) == 0
+    folder = tmp_path / "cache" / "models" / "smol-llava"
+    assert resolve_model_path("smol-llava") == str(folder)
+    loaded = load_model("smol-llava", device="cpu", dtype="float32")
+    want = donor.model.multi_modal_projector.state_dict()
+    for name, value in loaded.model.model.multi_modal_projector.state_dict().items():
+        assert torch.equal(value, want[name])
+    assert (folder / "assembly.json").is_file() and loaded.model.config.image_seq_length == 4
