@@ -123,7 +123,7 @@ def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
         last = i == len(lines) - 1
         try:
             rec = json.loads(raw)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # a cut can split a multi-byte character
             if last and not complete:
                 log.warning("%s: ignoring a truncated last line (line %d)", path, i + 1)
                 return
