@@ -131,7 +131,8 @@ def test_dataset_references_parse_or_raise_config_error(ref):
 @FUZZ
 @given(st.lists(st.one_of(st.binary(max_size=80), st.fixed_dictionaries(
     {"dataset": st.sampled_from(["digits", "shapes", "nope"]), "answer": st.one_of(st.text(max_size=8), st.none()),
-     "reference": st.one_of(st.text(max_size=8), st.integers()), "correct": st.one_of(st.booleans(), st.text(max_size=3))},
+     "reference": st.one_of(st.text(max_size=8), st.integers()),
+     "correct": st.one_of(st.booleans(), st.text(max_size=3))},
 ).map(lambda d: json.dumps(d).encode())), max_size=5))
 def test_gold_verdict_files_read_or_raise_data_error(folder, lines):
     path = folder / "gold.jsonl"
