@@ -294,6 +294,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         console().print("[yellow]interrupted: rerun the same command to resume[/]")
         return 130
+    except OSError as exc:  # disk full, permissions, a vanished mount: what was written stays intact
+        if args.verbose:
+            raise
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        console().print(f"[bold red]error:[/] {exc.strerror or exc}{where}; the results written so far are "
+                        "intact: free space or fix the path, then rerun the same command to resume "
+                        "(--verbose shows the traceback)")
+        return 1
 
 
 def _quiet_transformers() -> None:
