@@ -93,6 +93,10 @@ def model_card(recipe: dict[str, Any], report: dict[str, Any]) -> str:
     ]
     for name, acc in report["text_accuracy"].items():
         lines.append(f"| {name} | {acc:.3f} |")
+    if recipe.get("base_text_accuracy") is not None:
+        lines += ["", "The base figure was measured by this recipe's own base evaluation (same prompts, greedy, "
+                      f"{recipe['text_max_new_tokens']} new tokens) in an earlier run and passed in: the language "
+                      "model is unchanged at that point, and measuring it again costs ~10 minutes here."]
     lines += [
         "",
         "## Build and use",
