@@ -43,7 +43,7 @@ def heldout_texts() -> list[str]:
 
 
 @_embedded("text", task="text", role="language forgetting: plain text questions, no image",
-           source="written for unforget", classes=None, train=40, test=100)
+           source="written for unforget", classes=None, train=40, test=101)
 def text(kinds: str | tuple[str, ...] | None = None) -> ImageDataset:
     """General-knowledge, arithmetic, language and instruction prompts with accepted answers (no image)."""
     spec = _text_file()
