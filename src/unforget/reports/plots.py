@@ -134,7 +134,10 @@ def line_plot(panels: Sequence[LinePanel], *, title: str = "", ncols: int | None
         xs = [float(v) for s in panel.series for v in s.x]
         if xs:
             # the x range comes from the data even where every y is missing (matplotlib would centre on 0)
-            pad = max(0.25, 0.05 * (max(xs) - min(xs)))
+            span = max(xs) - min(xs)
+            # whole-number axes (epochs, steps) get a quarter step; continuous ones (KL) 5% of their own range
+            whole = panel.integer_x or all(float(x).is_integer() for x in xs)
+            pad = max(0.25, 0.05 * span) if whole else (0.05 * span or 0.05 * abs(max(xs)) or 0.05)
             ax.set_xlim(min(xs) - pad, max(xs) + pad)
         if not any(not math.isnan(_nan(y)) for s in panel.series for y in s.y):
             ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="#888888")
