@@ -379,6 +379,20 @@ def targets(ratio: dict[str, float], summary: dict[str, dict[str, Any]]) -> dict
     }
 
 
+def write_record(record: dict[str, Any], out: str | None, bench: str, *, cuda: bool) -> Path:
+    """Write a benchmark's JSON atomically to ``out`` or bench/results/<bench>-<machine>-<date>.json."""
+    info = record["run_info"]
+    machine = "cuda-" + torch.cuda.get_device_name().replace(" ", "_") if cuda else (
+        "cpu-" + "".join(ch if ch.isalnum() else "_" for ch in info["cpu"]).strip("_"))
+    path = Path(out) if out else ROOT / "results" / f"{bench}-{machine}-{dt.date.today()}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str))
+    tmp.replace(path)
+    log.info("wrote %s", path)
+    return path
+
+
 def _load_average() -> tuple[float, ...]:
     try:
         return os.getloadavg()
@@ -417,8 +431,8 @@ def run_info(args: argparse.Namespace, paths: list[str] | None = None) -> dict[s
         "cpu": cpu,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": torch.get_num_threads(),
-        "device": args.device,
-        "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+        "device": getattr(args, "device", "cpu"),
+        "gpu": torch.cuda.get_device_name() if getattr(args, "device", "cpu").startswith("cuda") else None,
         "git_sha": sha,
         "git_dirty": dirty,
         "date": dt.datetime.now().isoformat(timespec="seconds"),
@@ -505,14 +519,7 @@ def main(argv: list[str] | None = None) -> Path:
         "matmul_peak": {"flops_per_s": peak, "runs": peaks},
         "models": out_models,
     }
-    machine = "cuda-" + torch.cuda.get_device_name().replace(" ", "_") if args.device.startswith("cuda") else (
-        "cpu-" + "".join(ch if ch.isalnum() else "_" for ch in info["cpu"]).strip("_"))
-    out = Path(args.out) if args.out else ROOT / "results" / f"eval_throughput-{machine}-{dt.date.today()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    tmp.replace(out)
-    log.info("wrote %s", out)
+    out = write_record(record, args.out, "eval_throughput", cuda=args.device.startswith("cuda"))
     for name, data in out_models.items():
         if "skipped" in data:
             continue

@@ -24,11 +24,9 @@ Phases per model:
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -330,33 +328,17 @@ def targets(models: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_info(args: argparse.Namespace) -> dict[str, Any]:
+    """eval_throughput's run record (versions, machine, threads, git sha, load) plus what a cost benchmark needs.
+    Imported here, not at the top: the timed child processes should not load the evaluation code."""
     import safetensors
-    import transformers
 
-    import unforget
+    sys.path.insert(0, str(ROOT))
+    from eval_throughput import run_info as common_run_info
 
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor()
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "bench/tailor_cost.py",
-                                     "src/unforget/tailoring"], cwd=ROOT.parent, capture_output=True,
-                                    text=True).stdout.strip())
-    except OSError:
-        sha, dirty = "", False
+    info = common_run_info(args, paths=["bench/tailor_cost.py", "src/unforget/tailoring"])
     memory = next((int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines()
                    if line.startswith("MemTotal:")), None)
-    return {
-        "unforget": unforget.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
-        "safetensors": safetensors.__version__, "python": platform.python_version(), "cpu": cpu,
-        "cpu_count": os.cpu_count(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "threads": args.threads, "memory_bytes": memory, "git_sha": sha, "git_dirty": dirty,
-        "date": dt.datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv),
-        "load_average_start": os.getloadavg(),
-    }
+    return {**info, "safetensors": safetensors.__version__, "cpu_count": os.cpu_count(), "memory_bytes": memory}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -373,7 +355,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                                                "image's 196)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workdir", help="where the models are written (default: a temporary folder, removed)")
-    p.add_argument("--out", help="JSON path (default bench/results/tailor_cost-<date>.json)")
+    p.add_argument("--out", help="JSON path (default bench/results/tailor_cost-<machine>-<date>.json)")
     # child-process mode (internal)
     p.add_argument("--child", choices=["salience", "full"], help=argparse.SUPPRESS)
     p.add_argument("--base", help=argparse.SUPPRESS)
@@ -438,13 +420,9 @@ def main(argv: list[str] | None = None) -> Path | None:
                                "= 32 x the measured 7B layer"}
     record = {"run_info": info, "config": vars(args), "models": models, "layer7b_compensation": layer7b,
               "projection_7b_cpu": projection, "targets": targets(models)}
-    out = Path(args.out) if args.out else ROOT / "results" / f"tailor_cost-{dt.date.today()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    tmp.replace(out)
-    log.info("wrote %s", out)
-    return out
+    from eval_throughput import write_record
+
+    return write_record(record, args.out, "tailor_cost", cuda=False)
 
 
 if __name__ == "__main__":

@@ -29,9 +29,7 @@ bf16 mixed precision and each run's torch.cuda.max_memory_allocated is recorded)
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import functools
-import json
 import logging
 import math
 import os
@@ -46,7 +44,7 @@ from typing import Any, Sequence
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_throughput import BENCH_SHAPE, matmul_peak, run_info, synchronise  # noqa: E402
+from eval_throughput import BENCH_SHAPE, matmul_peak, run_info, synchronise, write_record  # noqa: E402
 
 from unforget.evaluation.config import ModelConfig  # noqa: E402
 from unforget.flops import train_step_flops  # noqa: E402
@@ -497,14 +495,7 @@ def main(argv: list[str] | None = None) -> Path:
         "models": out_models,
         "targets": targets(out_models),
     }
-    machine = "cuda-" + torch.cuda.get_device_name().replace(" ", "_") if cuda else (
-        "cpu-" + "".join(ch if ch.isalnum() else "_" for ch in info["cpu"]).strip("_"))
-    out = Path(args.out) if args.out else ROOT / "results" / f"train_throughput-{machine}-{dt.date.today()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    tmp.replace(out)
-    log.info("wrote %s", out)
+    out = write_record(record, args.out, "train_throughput", cuda=cuda)
     for name, data in out_models.items():
         for method, variants_ in data["methods"].items():
             for variant, s in variants_.items():
