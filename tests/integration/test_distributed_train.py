@@ -37,6 +37,14 @@ def counted(cfg, lm, ds, todo, *args, **kwargs):
         fh.write(json.dumps({{"dataset": ds.name, "n": len(todo)}}) + "\\n")
     return original(cfg, lm, ds, todo, *args, **kwargs)
 evaluator._predict_and_judge = counted
+if os.environ.get("LATE_RANK") == os.environ["RANK"]:  # this process reads what is done after the others began
+    import time
+    import unforget.scale.sharding as sharding
+    read = sharding.shard_records
+    def late(run):
+        time.sleep(3)
+        return read(run)
+    sharding.shard_records = late
 if os.environ.get("STOP_AFTER_EPOCH"):  # an interrupted run: every process stops after that epoch's checkpoint
     import unforget.training.trainer as trainer
     save = trainer.save_checkpoint
@@ -150,7 +158,8 @@ def test_emt_epoch_evaluation_is_sharded_over_the_processes(model_dir, tmp_path)
     config.write_text(EMT.format(model=model_dir))
     out = tmp_path / "emt"
     logs = tmp_path / "logs"
-    torchrun(tmp_path, ["study", "emt", "-c", str(config), "--out", str(out)], logs)
+    # rank 1 reads the records already done 3 s late: rank 0 has written some by then, which must not count
+    torchrun(tmp_path, ["study", "emt", "-c", str(config), "--out", str(out)], logs, LATE_RANK="1")
     per_rank = {r: read_jsonl(logs / f"rank{r}.jsonl") for r in (0, 1)}
     # base evaluation and the epoch-1 evaluation: both datasets, on both processes, half of the samples each
     for r in (0, 1):

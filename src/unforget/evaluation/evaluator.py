@@ -100,6 +100,9 @@ def evaluate(
     tag = tag or {}
     previous = (run.samples() + shard_records(run)) if run else []
     existing = [r for r in previous if all(r.get(k) == v for k, v in tag.items())]
+    # no process appends before every process has read what is done: one that read late would take records
+    # another just wrote for resumed ones, shard a shorter list differently and leave samples unevaluated
+    shard.barrier()
     appender = run.appender(shard.samples_name) if run else None
     if not shard.is_main:
         progress = None
