@@ -124,9 +124,12 @@ def load_rng(folder: Path, rank: int) -> None:
 
 
 def optimizer_files(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """An optimizer state_dict as safetensors tensors + a JSON document (tuples are remembered by key)."""
+    """An optimizer state_dict as safetensors tensors + a JSON document (tuples are remembered by key). The state
+    may be keyed by parameter index (``optimizer.state_dict()``) or by parameter name (torch's distributed
+    ``get_optimizer_state_dict``); the document says which."""
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
+    by_name = any(isinstance(k, str) for k in state_dict["state"])
     for idx, entry in state_dict["state"].items():
         for key, value in entry.items():
             if torch.is_tensor(value):
@@ -137,21 +140,71 @@ def optimizer_files(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor]
     for group in state_dict["param_groups"]:
         tuples = [k for k, v in group.items() if isinstance(v, tuple)]
         groups.append({**{k: list(v) if isinstance(v, tuple) else v for k, v in group.items()}, "__tuples__": tuples})
-    return tensors, {"param_groups": groups, "scalars": scalars}
+    return tensors, {"param_groups": groups, "scalars": scalars, "keys": "names" if by_name else "indices"}
 
 
 def optimizer_state_dict(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
-    state: dict[int, dict[str, Any]] = {}
+    by_name = meta.get("keys") == "names"
+    key_of = (lambda idx: idx) if by_name else int
+    state: dict[Any, dict[str, Any]] = {}
     for name, value in tensors.items():
-        _, idx, key = name.split(".", 2)
-        state.setdefault(int(idx), {})[key] = value
+        idx, key = name[len("state."):].rsplit(".", 1)  # a parameter name has dots, a state key none
+        state.setdefault(key_of(idx), {})[key] = value
     for idx, entry in meta["scalars"].items():
-        state.setdefault(int(idx), {}).update(entry)
+        state.setdefault(key_of(idx), {}).update(entry)
     groups = []
     for group in meta["param_groups"]:
         tuples = set(group.get("__tuples__", []))
         groups.append({k: tuple(v) if k in tuples else v for k, v in group.items() if k != "__tuples__"})
     return {"state": state, "param_groups": groups}
+
+
+def is_sharded(model: Any) -> bool:
+    """Whether FSDP (``FullyShardedDataParallel`` or ``fully_shard``) holds any of ``model``'s parameters."""
+    try:
+        from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+    except ImportError:  # a torch built without distributed support
+        return False
+    return any(isinstance(m, (FSDPModule, FullyShardedDataParallel)) for m in model.modules())
+
+
+def gathered_states(wrapped: Any, optimizer: Any) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The full model state dict (only when FSDP shards ``wrapped``; else None: the model is whole on every
+    process) and the optimizer state dict keyed by parameter name, gathered on the main process's CPU.
+
+    Under FSDP this is a collective: every process must call it (each holds a shard of the tensors); the main
+    process receives the whole tensors, the others empty dicts. torch's ``get_*_state_dict`` API handles FSDP1,
+    FSDP2, DDP and plain modules alike, so one checkpoint format serves them all (and a DDP checkpoint resumes
+    under FSDP and back)."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps it
+    model_state = get_model_state_dict(wrapped, options=options) if is_sharded(wrapped) else None
+    return model_state, get_optimizer_state_dict(wrapped, optimizer, options=options)
+
+
+def load_optimizer(wrapped: Any, optimizer: Any, folder: Path) -> None:
+    """Put a checkpoint's optimizer state into ``optimizer`` (whatever shards it now: each process reads the full
+    state and keeps its part)."""
+    state = load_optimizer_state(folder)
+    if not any(isinstance(k, str) for k in state["state"]) and not any(
+            isinstance(p, str) for g in state["param_groups"] for p in g.get("params", [])):
+        if is_sharded(wrapped):
+            raise TrainingError(f"{folder}: the optimizer state is keyed by parameter index (an older checkpoint); "
+                                "FSDP needs names: resume it without FSDP, or start the run again")
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    # not strict: a parameter that has had no gradient yet (the projector after text-only batches) has no state,
+    # as in optimizer.load_state_dict
+    set_optimizer_state_dict(wrapped, getattr(optimizer, "optimizer", optimizer), state,
+                             options=StateDictOptions(full_state_dict=True, strict=False))
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
@@ -162,8 +215,10 @@ def checkpoints_dir(out: str | Path) -> Path:
 
 
 def save_checkpoint(accelerator: Any, root: Path, state: TrainerState, *, method: Any, model: Any, processor: Any,
-                    optimizer: Any, scheduler: Any) -> Path:
-    """Write one checkpoint from every process (each its RNG state, the main process the rest); returns its path."""
+                    optimizer: Any, scheduler: Any, wrapped: Any = None) -> Path:
+    """Write one checkpoint from every process (each its RNG state, the main process the rest); returns its path.
+    ``model`` is the unwrapped model, ``wrapped`` what ``accelerator.prepare`` returned (DDP / FSDP; default
+    ``model``): under FSDP every process takes part in gathering the full weights and optimizer state."""
     from safetensors.torch import save_file
 
     final = root / state.name
@@ -174,12 +229,14 @@ def save_checkpoint(accelerator: Any, root: Path, state: TrainerState, *, method
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     save_rng(tmp, accelerator.process_index)
+    model_state, optimizer_state = gathered_states(model if wrapped is None else wrapped, optimizer)
     if accelerator.is_main_process:
-        method.save(model, tmp, processor)
-        tensors, meta = optimizer_files(optimizer.state_dict())
+        method.save(model, tmp, processor, state_dict=model_state)
+        tensors, meta = optimizer_files(optimizer_state)
         save_file(tensors, str(tmp / OPTIMIZER_TENSORS))
         atomic_write_json(tmp / OPTIMIZER_META, meta)
         atomic_write_json(tmp / SCHEDULER_FILE, scheduler.state_dict())
+    del model_state, optimizer_state
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         atomic_write_json(tmp / STATE_FILE, asdict(state))

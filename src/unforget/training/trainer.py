@@ -37,7 +37,7 @@ from .checkpoints import (
     checkpoints_dir,
     latest_checkpoint,
     list_checkpoints,
-    load_optimizer_state,
+    load_optimizer,
     load_rng,
     load_scheduler_state,
     mark_epoch_end_done,
@@ -320,7 +320,7 @@ def finetune(
     if resume is not None:
         s = resume.state
         global_step, epochs_done, step_in_epoch = s.global_step, s.epochs_done, s.step_in_epoch
-        opt.load_state_dict(load_optimizer_state(resume.path))
+        load_optimizer(model, opt, resume.path)
         scheduler.load_state_dict(load_scheduler_state(resume.path))
         if accelerator.is_main_process:
             _truncate_log(log_path, global_step)
@@ -404,7 +404,8 @@ def finetune(
                 if (cfg.save_every_steps and global_step % cfg.save_every_steps == 0 or finished) and not epoch_done:
                     state = state_now("step", global_step, epochs_done, step_in_epoch, step_loss)
                     path = save_checkpoint(accelerator, checkpoints_dir(run.path), state, method=method,
-                                           model=unwrapped, processor=lm.processor, optimizer=opt, scheduler=scheduler)
+                                           model=unwrapped, wrapped=model, processor=lm.processor, optimizer=opt,
+                                           scheduler=scheduler)
                     last_checkpoint = Checkpoint(path, state)
                     saved.append(str(path))
                 if finished and not epoch_done:
@@ -414,7 +415,8 @@ def finetune(
                 step_in_epoch = 0
                 state = state_now("epoch", global_step, epochs_done, 0, step_loss)
                 path = save_checkpoint(accelerator, checkpoints_dir(run.path), state, method=method,
-                                       model=unwrapped, processor=lm.processor, optimizer=opt, scheduler=scheduler)
+                                       model=unwrapped, wrapped=model, processor=lm.processor, optimizer=opt,
+                                       scheduler=scheduler)
                 last_checkpoint = Checkpoint(path, state)
                 saved.append(str(path))
                 call_epoch_end(epochs_done, last_checkpoint)

@@ -47,7 +47,7 @@ class FinetuneMethod:
     name: str
     options_class: type
     prepare: Callable[[Any, Any], Any]
-    save: Callable[[Any, Path, Any], None]  # (model, folder, processor)
+    save: Callable[..., None]  # (model, folder, processor, state_dict=None); state_dict: gathered under FSDP
     load: Callable[[Any, Path], None]  # (prepared model, folder)
     default_lr: float
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -146,9 +146,10 @@ def outermost_modules(model: Any, names: tuple[str, ...]) -> list[str]:
 # Whole-model checkpoints (full and partial fine-tuning)
 
 
-def save_model_folder(model: Any, folder: Path, processor: Any) -> None:
-    """A Hugging Face model folder (safetensors): loadable by ``unforget eval --model FOLDER``."""
-    model.save_pretrained(folder, safe_serialization=True)
+def save_model_folder(model: Any, folder: Path, processor: Any, state_dict: dict[str, Any] | None = None) -> None:
+    """A Hugging Face model folder (safetensors): loadable by ``unforget eval --model FOLDER``. ``state_dict``: the
+    whole model's, gathered from FSDP shards (else the model's own tensors)."""
+    model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
     if processor is not None:
         processor.save_pretrained(folder)
 

@@ -89,8 +89,9 @@ def prepare(model: Any, options: LoraOptions) -> Any:
     return get_peft_model(model, config)
 
 
-def save(model: Any, folder: Path, processor: Any = None) -> None:
-    model.save_pretrained(str(folder), safe_serialization=True)
+def save(model: Any, folder: Path, processor: Any = None, state_dict: dict[str, Any] | None = None) -> None:
+    """The adapter (peft's folder); ``state_dict``: the whole model's, gathered from FSDP shards."""
+    model.save_pretrained(str(folder), safe_serialization=True, state_dict=state_dict)
 
 
 def load(model: Any, folder: Path) -> None:

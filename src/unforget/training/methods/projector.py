@@ -30,14 +30,17 @@ def prepare(model: Any, options: ProjectorOptions) -> Any:
     return model
 
 
-def projector_state(model: Any) -> dict[str, Any]:
-    return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if part_of(n) == "projector"}
+def projector_state(model: Any, state_dict: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The projector's tensors, from the model or from a full ``state_dict`` of it (gathered from FSDP shards)."""
+    if state_dict is None:
+        return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if part_of(n) == "projector"}
+    return {n: state_dict[n].contiguous() for n, _ in model.named_parameters() if part_of(n) == "projector"}
 
 
-def save(model: Any, folder: Path, processor: Any = None) -> None:
+def save(model: Any, folder: Path, processor: Any = None, state_dict: dict[str, Any] | None = None) -> None:
     from safetensors.torch import save_file
 
-    save_file(projector_state(model), str(folder / PROJECTOR_FILE), metadata={"format": "pt", "method": "projector"})
+    save_file(projector_state(model, state_dict), str(folder / PROJECTOR_FILE), metadata={"format": "pt", "method": "projector"})
 
 
 def load(model: Any, folder: Path) -> None:
