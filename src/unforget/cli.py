@@ -274,9 +274,22 @@ def _load_plugin_verbs() -> None:
                 raise
 
 
+def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, except that dotted overrides may come anywhere (``-c X train.lr=1e-4 --out Y
+    train.epochs=2``): argparse fills a ``nargs="*"`` positional once, so overrides after an option would be
+    refused as unrecognised. Anything else unrecognised is still an error."""
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a]
+    if extra and (stray or not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = list(args.overrides or []) + extra
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     from rich.logging import RichHandler
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",

@@ -92,3 +92,23 @@ def test_dotted_override_into_a_free_form_mapping():
     assert cfg.options == {"r": 16, "preset": "llava15"}
     with pytest.raises(ConfigError, match="Did you mean 'lr'"):
         load_config(WithOptions, None, ["train.lrr=1"])
+
+
+@pytest.mark.parametrize("argv", [
+    ["study", "emt", "-c", "emt/quickstart", "train.epochs=2", "--out", "o", "train.lr=1e-4"],
+    ["study", "emt", "-c", "emt/quickstart", "--out", "o", "train.epochs=2", "train.lr=1e-4"],
+])
+def test_dotted_overrides_may_follow_options(argv):
+    from unforget.cli import build_parser, parse_command_line
+
+    args = parse_command_line(build_parser(), argv)
+    assert args.out == "o" and args.overrides == ["train.epochs=2", "train.lr=1e-4"]
+
+
+def test_unknown_options_and_overrides_of_verbs_without_them_are_still_refused(capsys):
+    from unforget.cli import build_parser, parse_command_line
+
+    for argv, bad in ((["eval", "--datasets", "digits", "--bogus"], "--bogus"), (["ls", "models", "x=1"], "x=1")):
+        with pytest.raises(SystemExit):
+            parse_command_line(build_parser(), argv)
+        assert f"unrecognized arguments: {bad}" in capsys.readouterr().err
