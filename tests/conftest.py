@@ -14,3 +14,5 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
+
+pytest_plugins = ["finetune_fixtures"]

@@ -18,7 +18,7 @@ import torch
 
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
-from finetune_helpers import build_tiny_llava, register_datasets  # noqa: E402
+from finetune_helpers import register_datasets  # noqa: E402
 
 from unforget.runs import read_jsonl  # noqa: E402
 
@@ -92,12 +92,6 @@ def adapter(folder: Path, epoch: int = 1) -> dict[str, torch.Tensor]:
 
     return load_file(str(folder / "checkpoints" / f"epoch-{epoch}" / "adapter_model.safetensors"))
 
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny") / "model"
-    build_tiny_llava(folder)
-    return folder
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import torch
 
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
-from finetune_helpers import build_tiny_llava, register_datasets, weights_digest  # noqa: E402
+from finetune_helpers import weights_digest  # noqa: E402
 
 from unforget.cli import main  # noqa: E402
 from unforget.errors import ConfigError, TrainingError  # noqa: E402
@@ -43,20 +43,8 @@ raise SystemExit(main(sys.argv[1:]))
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # two shared cores: OpenMP spinning over 2 threads is 100x slower on tiny matmuls
-    register_datasets()
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-llava")
-    build_tiny_llava(folder)
-    return folder
 
 
 def lora_config(model_dir, out, **overrides):

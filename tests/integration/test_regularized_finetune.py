@@ -6,11 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
-from finetune_helpers import build_tiny_llava, register_datasets, weights_digest  # noqa: E402
+from finetune_helpers import weights_digest  # noqa: E402
 
 from unforget.evaluation.config import ModelConfig  # noqa: E402
 from unforget.training import FinetuneConfig, TrainDataConfig, finetune  # noqa: E402
@@ -18,20 +17,8 @@ from unforget.training.config import RegularizerConfig  # noqa: E402
 from unforget.training.regularizers import STATE_FILE  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    register_datasets()
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-llava")
-    build_tiny_llava(folder)
-    return folder
 
 
 REGULARIZERS = {

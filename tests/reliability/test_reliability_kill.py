@@ -14,10 +14,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import torch
 
 from crash import assert_same_run, kill_at, kill_then_finish, run_counting
-from finetune_helpers import build_tiny_llava, register_datasets
 from unforget.cli import main
 from unforget.runs import read_jsonl
 
@@ -32,20 +30,8 @@ alignment_limit: 0
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # the children run on one thread too: same arithmetic, same answers
-    register_datasets()
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-llava")
-    build_tiny_llava(folder)
-    return folder
 
 
 def done_files(folder: Path) -> dict[Path, int]:

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from finetune_helpers import build_tiny_llava, register_datasets  # noqa: E402
 
 from unforget.errors import ConfigError, RegistryError  # noqa: E402
 from unforget.evaluation.config import ModelConfig  # noqa: E402
@@ -29,21 +28,8 @@ from unforget.training.trainer import finetune  # noqa: E402
 SHAPE = LlavaShape()  # the sizes build_tiny_llava uses
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # two shared cores: OpenMP spinning over 2 threads makes tiny matmuls 100x slower
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    register_datasets()
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-llava")
-    build_tiny_llava(folder)
-    return folder
 
 
 def fresh(model_dir):
