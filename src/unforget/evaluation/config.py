@@ -81,3 +81,20 @@ class ProbeConfig:
             raise ConfigError(f"probe.limit must be >= 1, got {self.limit}")
         if self.batch_size < 1:
             raise ConfigError(f"probe.batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class LanguageConfig:
+    """Judge-free language scores in a study (:mod:`unforget.evaluation.language`): after every evaluation, the
+    log-likelihood of the "text" set's reference answers and the perplexity of held-out prose, with bootstrap
+    intervals over items. Measured only where a "text" set is among the evaluated datasets."""
+
+    enabled: bool = True
+    limit: int | None = None  # text-set answers scored (the first N of the test split); None: all
+    batch_size: int = 8
+
+    def validate(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"language.limit must be >= 1, got {self.limit}")
+        if self.batch_size < 1:
+            raise ConfigError(f"language.batch_size must be >= 1, got {self.batch_size}")

@@ -2,14 +2,17 @@
 
 Inputs (layout in :mod:`unforget.studies.emt`): ``config.yaml``; ``base/samples.jsonl`` (epoch 0) and
 ``base/metrics.json`` (vision-encoder baselines); per arm ``samples.jsonl`` (tagged with epoch and seed),
-``alignment.jsonl``, ``metrics.json`` (which epochs finished), ``train_result.json`` and ``train/train_log.jsonl``.
+``alignment.jsonl``, ``probe.jsonl``, ``language.jsonl`` (judge-free language scores, with their per-item values),
+``metrics.json`` (which epochs finished), ``train_result.json`` and ``train/train_log.jsonl``.
 
 Every accuracy and rate is recomputed from the judged records, so that comparisons can pair the same sample ids:
 
 - accuracies and rates carry Wilson intervals at ``1 - alpha``;
 - forgetting (base - last) and every claim use exact McNemar tests on the samples judged in both evaluations
   (`stats.forgetting_delta`, `stats.mcnemar_exact`, `stats.check_claim`);
-- with several seeds, the spread over seeds (`stats.seed_summary`) is reported apart from sample intervals.
+- with several seeds, the spread over seeds (`stats.seed_summary`) is reported apart from sample intervals;
+- answer log-likelihood and held-out perplexity carry percentile bootstrap intervals over items, and their change
+  from the base model is paired on the same items (:mod:`.language`).
 
 ``summarise_emt(run_dir)`` returns the JSON-ready summary; ``write_emt_report(run_dir)`` writes it as
 ``metrics.json`` with ``report.html``, ``report.md`` and ``plots/*.png`` (the page is built in
@@ -45,6 +48,7 @@ from ..stats import (
 )
 from .base import REPORTS, ReportKind
 from .document import ReportFiles
+from .language import LANGUAGE_FILE, change_sentence, change_verdicts, language_point
 from .probe import probe_mean, rank_correlation
 
 log = logging.getLogger(__name__)
@@ -73,6 +77,7 @@ class Arm:
     train_result: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
     probe: list[dict[str, Any]] = field(default_factory=list)  # probe.jsonl rows of finished epochs
+    language: list[dict[str, Any]] = field(default_factory=list)  # language.jsonl rows of finished epochs
 
     @property
     def label(self) -> str:
@@ -101,6 +106,7 @@ class EmtRun:
     base_alignment: list[dict[str, Any]]
     arms: list[Arm]
     base_probe: list[dict[str, Any]] = field(default_factory=list)
+    base_language: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def other_datasets(self) -> list[str]:
@@ -144,7 +150,8 @@ def read_emt_run(run_dir: str | Path) -> EmtRun:
                   seeds=seeds, classes=[int(c) for c in classes] if classes else None, base=base,
                   base_done=(path / "base" / "DONE").exists(), base_metrics=base_metrics,
                   base_alignment=read_jsonl(path / "base" / "alignment.jsonl"), arms=arms,
-                  base_probe=[r for r in read_jsonl(path / "base" / "probe.jsonl") if r.get("epoch", 0) == 0])
+                  base_probe=[r for r in read_jsonl(path / "base" / "probe.jsonl") if r.get("epoch", 0) == 0],
+                  base_language=[r for r in read_jsonl(path / "base" / LANGUAGE_FILE) if r.get("epoch", 0) == 0])
 
 
 def _read_arm(folder: Path, name: str, method: str, seed: int, base: dict[str, list[dict]]) -> Arm:
@@ -168,6 +175,8 @@ def _read_arm(folder: Path, name: str, method: str, seed: int, base: dict[str, l
     arm.alignment = read_jsonl(folder / "alignment.jsonl")
     arm.probe = [r for r in read_jsonl(folder / "probe.jsonl")
                  if r.get("seed", seed) == seed and int(r.get("epoch", -1)) in arm.epochs]
+    arm.language = [r for r in read_jsonl(folder / LANGUAGE_FILE)
+                    if r.get("seed", seed) == seed and int(r.get("epoch", -1)) in arm.epochs]
     arm.train_log = read_jsonl(folder / "train" / "train_log.jsonl")
     result_path = folder / "train_result.json"
     arm.train_result = read_json(result_path) if result_path.exists() else None
@@ -323,6 +332,7 @@ def summarise_emt(run_dir: str | Path) -> dict[str, Any]:
         "seed_summaries": _seed_summaries(run, arms) if len(run.seeds) > 1 else {},
         "claims": [c for c in _claims(run)],
         "probe": probe_summary(run),
+        "language": language_summary(run, arms),
         "notes": _notes(run),
     }
     missing = [spec["name"] for spec in run.config.get("methods") or []
@@ -396,6 +406,32 @@ def probe_summary(run: EmtRun) -> dict[str, Any] | None:
     return {"datasets": others, "label_set": next((r.get("label_set") for r in [*run.base_probe, *(
         p for a in run.arms for p in a.probe)] if r.get("label_set")), None), "curves": curves,
             "points": points, "correlation": kl_forgetting_correlation(points)}
+
+
+def language_summary(run: EmtRun, arms: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The judge-free language scores per arm and epoch (epoch 0: the base model), with the judged accuracy on the
+    text set beside them, and per arm a sentence on its last epoch against the base model. None when no
+    language.jsonl row was written (no "text" set evaluated, or language.enabled false)."""
+    if not run.base_language and not any(a.language for a in run.arms):
+        return None
+    confidence = 1.0 - run.alpha
+    base_row = run.base_language[-1] if run.base_language else None
+    dataset = next(r.get("dataset") for r in [*run.base_language, *(x for a in run.arms for x in a.language)])
+    curves: dict[str, list[dict[str, Any]]] = {}
+    verdicts = []
+    base_point = language_point(base_row, None, confidence) if base_row else None
+    for arm, summary in zip(run.arms, arms):
+        accuracy = {p["epoch"]: p.get("accuracy") for p in (summary["curves"].get(dataset) or [])}
+        rows = {int(r["epoch"]): r for r in ([base_row] if base_row else []) + arm.language}
+        curve = [language_point(rows[e], base_row, confidence, accuracy.get(e)) for e in sorted(rows)]
+        curves[arm.label] = curve
+        tuned = [p for p in curve if p["epoch"] > 0]
+        if base_point is not None and tuned:
+            last = tuned[-1]
+            verdicts.append({"arm": arm.label, "epoch": last["epoch"], **change_verdicts(last),
+                             "sentence": change_sentence(_who(run, arm), last, base_point, confidence)})
+    return {"dataset": dataset, "confidence": confidence, "base": base_point, "curves": curves,
+            "verdicts": verdicts, "missing_base": base_row is None}
 
 
 def kl_forgetting_correlation(points: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from .plots import (
     heatmap,
     line_plot,
 )
+from .language import LANGUAGE_COLUMNS, language_panels, language_table_cells
 from .probe import correlation_sentence, scatter_panel
 
 SHARE_RANGE = (-0.03, 1.03)  # y range of shares: a curve at 0 or 1 stays visible off the frame
@@ -55,6 +56,8 @@ def build_emt_report(summary: dict[str, Any]) -> Report:
         report.sections.append(_format_knowledge_section(summary, colours))
     if summary.get("probe"):
         report.sections.append(_probe_section(summary, colours))
+    if summary.get("language"):
+        report.sections.append(_language_section(summary, colours))
     if summary.get("classes"):
         report.sections.append(_class_subset_section(summary, colours))
     confusion = _confusion_section(summary)
@@ -263,6 +266,37 @@ def _probe_section(summary: dict[str, Any], colours: dict[str, str]) -> Section:
     return Section("Judge-free forgetting probe", [Paragraph(verdict), fig, Table(
         ["arm", "epoch", "KL (other datasets)", "forgetting", "paired n"], rows,
         "Forgetting = base accuracy - epoch accuracy on the other datasets, paired on samples judged in both.")])
+
+
+def _language_section(summary: dict[str, Any], colours: dict[str, str]) -> Section:
+    """Language forgetting without a judge: held-out perplexity and answer log-likelihood vs epoch, per arm."""
+    lang = summary["language"]
+    multi = len(summary["seeds"]) > 1
+    label_of = {a["folder"]: (a["folder"] if multi else a["name"]) for a in summary["arms"]}
+    confidence = f"{lang['confidence']:.0%}"
+    blocks: list[Any] = []
+    if lang["verdicts"]:
+        blocks.append(BulletList([v["sentence"] for v in lang["verdicts"]]))
+    elif lang.get("missing_base"):
+        blocks.append(Paragraph("The base model's language scores are missing (base/language.jsonl): no change can "
+                                "be computed; rerun the study to measure them."))
+    else:
+        blocks.append(Paragraph("No fine-tuned epoch has language scores yet."))
+    blocks.append(Figure("language", line_plot(language_panels(lang["curves"], label_of),
+                                               title=f"Language without images ({lang['dataset']} set)",
+                                               colours=colours, ncols=2),
+                         "Left: perplexity of held-out prose (never trained on), exp of the mean per-token negative "
+                         "log-likelihood. Right: mean per-token log-likelihood of the text set's reference answers "
+                         "after its prompts, through the chat template. Teacher-forced, no generation, no judge; "
+                         f"{confidence} percentile bootstrap intervals over texts / answers; epoch 0 = base model."))
+    rows = [[label_of.get(folder, folder), str(p["epoch"]), *language_table_cells(p)]
+            for folder, curve in lang["curves"].items() for p in curve]
+    blocks.append(Table(["arm", "epoch", *LANGUAGE_COLUMNS], rows,
+                        f"Text accuracy: the judged answers on {lang['dataset']} ({confidence} Wilson interval). "
+                        "Log-likelihood in nats per answer token. Changes are epoch - base model on the same "
+                        f"answers and texts, with {confidence} paired bootstrap intervals; forgetting shows as "
+                        "log-likelihood down and perplexity up."))
+    return Section("Language forgetting (text set)", blocks)
 
 
 def _class_subset_section(summary: dict[str, Any], colours: dict[str, str]) -> Section:

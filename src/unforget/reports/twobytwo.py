@@ -3,7 +3,9 @@
 Inputs (layout in :mod:`unforget.studies.twobytwo`): ``config.yaml``; ``cells.json`` (the dataset name each cell's
 records carry); ``base/samples.jsonl`` (epoch 0); per run
 ``spec.json`` (what it trains), ``samples.jsonl`` (its judged answers on the four cells), ``metrics.json``
-(trainable parameters, training sources), ``probe.jsonl`` (the judge-free probe, when measured) and ``DONE``.
+(trainable parameters, training sources), ``probe.jsonl`` (the judge-free probe, when measured),
+``language.jsonl`` (answer log-likelihood and held-out perplexity, when a "text" set is among ``extra_datasets``)
+and ``DONE``.
 
 Every figure is recomputed from the judged records, pairing the same (dataset, id) across evaluations:
 
@@ -14,7 +16,9 @@ Every figure is recomputed from the judged records, pairing the same (dataset, i
   rate prevents forgetting on OOD images" on every sweep run, and "hybrid data recovers the ID-image + OOD-text
   cell while the target gain stays" on every hybrid run;
 - the judge-free probe per run (KL from the base model per cell, label mass) against the measured forgetting, with
-  Spearman's rank correlation across runs (:mod:`.probe`).
+  Spearman's rank correlation across runs (:mod:`.probe`);
+- language forgetting per run: accuracy on the text set, answer log-likelihood and held-out perplexity with
+  bootstrap intervals over items, and their change from the base model paired on the same items (:mod:`.language`).
 
 ``summarise_twobytwo(run_dir)`` returns the JSON-ready summary; ``write_twobytwo_report(run_dir)`` writes it as
 ``metrics.json`` with ``report.html``, ``report.md`` and ``plots/*.png`` (the page: :mod:`.twobytwo_page`).
@@ -42,6 +46,7 @@ from ..stats import (
 )
 from .base import REPORTS, ReportKind
 from .document import ReportFiles
+from .language import change_sentence, change_verdicts, language_point, language_row
 from .probe import probe_mean, probe_row, rank_correlation
 
 log = logging.getLogger(__name__)
@@ -72,6 +77,8 @@ class RunRecords:
     done: bool
     records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     probe: dict[str, Any] | None = None  # its probe.jsonl row (after training)
+    language: dict[str, Any] | None = None  # its language.jsonl row (after training)
+    text_records: list[dict[str, Any]] = field(default_factory=list)  # its judged answers on the text set
 
     @property
     def kind(self) -> str:
@@ -107,6 +114,9 @@ class TwoByTwoRun:
     runs: list[RunRecords]
     names: dict[str, str] = field(default_factory=dict)  # cell key -> the dataset name its records carry
     base_probe: dict[str, Any] | None = None
+    text_dataset: str | None = None  # the "text" set among extra_datasets (language forgetting), if any
+    base_language: dict[str, Any] | None = None
+    base_text: list[dict[str, Any]] = field(default_factory=list)
 
 
 def judged(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -141,6 +151,7 @@ def read_twobytwo_run(run_dir: str | Path) -> TwoByTwoRun:
     names_path = path / "cells.json"
     names = {k: v["dataset"] for k, v in read_json(names_path).items()} if names_path.exists() else cells
     base_records = [r for r in read_jsonl(path / "base" / "samples.jsonl") if r.get("epoch", 0) == 0]
+    text = next((str(d) for d in cfg.get("extra_datasets") or [] if str(d).split("?", 1)[0] == "text"), None)
     if not base_records:
         raise DataError(f"{path / 'base' / 'samples.jsonl'} is missing or empty: the base model was not evaluated "
                         "yet; rerun `unforget study 2x2` on this config to finish it")
@@ -152,14 +163,22 @@ def read_twobytwo_run(run_dir: str | Path) -> TwoByTwoRun:
         for sub in sorted(p for p in folder.iterdir() if (p / "spec.json").is_file()):
             spec = read_json(sub / "spec.json")
             metrics = read_json(sub / "metrics.json") if (sub / "metrics.json").exists() else None
+            records = read_jsonl(sub / "samples.jsonl")
             runs.append(RunRecords(name=f"{kind}/{sub.name}", spec=spec, metrics=metrics, done=(sub / "DONE").exists(),
-                                   records=_by_cell(read_jsonl(sub / "samples.jsonl"), names),
-                                   probe=probe_row(sub)))
+                                   records=_by_cell(records, names), probe=probe_row(sub),
+                                   language=language_row(sub), text_records=_of_dataset(records, text)))
     runs.sort(key=lambda r: _plan_order(cfg, r))
     return TwoByTwoRun(path=path, config=cfg, cells=cells, alpha=float(cfg.get("alpha", 0.05)),
                        margin=float(cfg.get("margin", 0.05)), base=_by_cell(base_records, names),
                        base_done=(path / "base" / "DONE").exists(), runs=runs, names=names,
-                       base_probe=probe_row(path / "base", epoch=0))
+                       base_probe=probe_row(path / "base", epoch=0), text_dataset=text,
+                       base_language=language_row(path / "base", epoch=0),
+                       base_text=_of_dataset(base_records, text))
+
+
+def _of_dataset(records: Sequence[dict[str, Any]], dataset: str | None) -> list[dict[str, Any]]:
+    # the text set loads under its reference ("text", "text?kinds=arithmetic"), which its records carry
+    return [r for r in records if dataset is not None and r.get("dataset") == dataset]
 
 
 def _plan_order(cfg: dict[str, Any], run: RunRecords) -> tuple:
@@ -300,6 +319,7 @@ def summarise_twobytwo(run_dir: str | Path) -> dict[str, Any]:
         "heatmaps": heatmaps,
         "claims": _claims(run),
         "probe": probe_summary(run, points),
+        "language": language_summary(run),
         "notes": _notes(run),
     }
     return summary
@@ -348,6 +368,33 @@ def probe_summary(run: TwoByTwoRun, points: Sequence[dict[str, Any]]) -> dict[st
         },
         "missing": [r.name for r in run.runs if r.probe is None],
     }
+
+
+def language_summary(run: TwoByTwoRun) -> dict[str, Any] | None:
+    """Language forgetting per run: the judged accuracy on the text set, answer log-likelihood and held-out
+    perplexity (bootstrap intervals over items) and their change from the base model (paired on the same items),
+    with a sentence per run. None when no language.jsonl row exists (no "text" set among extra_datasets, or
+    language.enabled false)."""
+    if run.base_language is None and not any(r.language for r in run.runs):
+        return None
+    confidence = 1.0 - run.alpha
+    base = (language_point(run.base_language, None, confidence, _accuracy(run.base_text, run.alpha))
+            if run.base_language else None)
+    points, sentences = [], []
+    for r in run.runs:
+        if r.language is None:
+            continue
+        point = {"name": r.name, **language_point(r.language, run.base_language, confidence,
+                                                  _accuracy(r.text_records, run.alpha))}
+        text_change = cell_metrics(run.base_text, r.text_records, run.alpha)
+        point["accuracy_change"] = text_change.forgetting.delta.negated().to_dict() if text_change else None
+        if base is not None:
+            point["verdicts"] = change_verdicts(point)
+            sentences.append(change_sentence(r.name, point, base, confidence))
+        points.append(point)
+    dataset = (run.base_language or next(r.language for r in run.runs if r.language) or {}).get("dataset")
+    return {"dataset": dataset, "confidence": confidence, "base": base, "points": points, "sentences": sentences,
+            "missing": [r.name for r in run.runs if r.language is None]}
 
 
 def _accuracy(records: Sequence[dict[str, Any]], alpha: float) -> dict[str, Any] | None:

@@ -21,6 +21,7 @@ from .document import (
     format_p,
 )
 from .plots import DPI, PALETTE, HeatmapPanel, LinePanel, ReferenceLine, Series, colour_map, heatmap, line_plot
+from .language import LANGUAGE_COLUMNS, language_table_cells
 from .probe import correlation_sentence, scatter_panel
 from .twobytwo import CELL_KEYS, CELL_LABELS
 
@@ -53,6 +54,8 @@ def build_twobytwo_report(summary: dict[str, Any]) -> Report:
         report.sections.append(_hybrid_section(summary, hybrid))
     if summary.get("probe"):
         report.sections.append(_probe_section(summary))
+    if summary.get("language"):
+        report.sections.append(_language_section(summary))
     report.sections.append(_notes_section(summary))
     return report
 
@@ -278,6 +281,35 @@ def _probe_section(summary: dict[str, Any]) -> Section:
         blocks.append(Paragraph(f"No probe measured for {', '.join(probe['missing'])} (run before the probe existed "
                                 "or with probe.enabled false)."))
     return Section("Judge-free forgetting probe", blocks)
+
+
+def _language_section(summary: dict[str, Any]) -> Section:
+    """Language forgetting on the text set (outside the grid): judged accuracy and the judge-free scores per run."""
+    lang = summary["language"]
+    confidence = f"{lang['confidence']:.0%}"
+    blocks: list[Any] = []
+    if lang["sentences"]:
+        blocks.append(BulletList(lang["sentences"]))
+    elif lang.get("base") is None:
+        blocks.append(Paragraph("The base model's language scores are missing (base/language.jsonl): no change can "
+                                "be computed; rerun the study to measure them."))
+    rows = []
+    if lang.get("base"):
+        rows.append(["base model", "0", *language_table_cells(lang["base"]), "-"])
+    for p in lang["points"]:
+        rows.append([p["name"], str(p["epoch"]), *language_table_cells(p),
+                     format_estimate(p.get("accuracy_change"))])
+    blocks.append(Table(["run", "epochs", *LANGUAGE_COLUMNS, "change in text accuracy"], rows,
+                        f"The {lang['dataset']} set (no image), evaluated beside the four cells. Text accuracy: judged "
+                        f"answers, {confidence} Wilson interval; its change: tuned - base on the same prompts "
+                        "(Newcombe interval). Log-likelihood of the reference answers in nats per token and perplexity "
+                        f"of held-out prose, teacher-forced, with {confidence} percentile bootstrap intervals over "
+                        "answers / texts; their changes are tuned - base on the same items (paired bootstrap); "
+                        "forgetting shows as log-likelihood down and perplexity up."))
+    if lang.get("missing"):
+        blocks.append(Paragraph(f"No language scores for {', '.join(lang['missing'])} (run before they existed, "
+                                "or with language.enabled false)."))
+    return Section("Language forgetting (text set)", blocks)
 
 
 def _notes_section(summary: dict[str, Any]) -> Section:

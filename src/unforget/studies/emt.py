@@ -4,12 +4,14 @@ Run folder (``runs/emt/<name>/``)::
 
     config.yaml                  the resolved study config
     probe_base.safetensors       the base model's next-token distributions on the probe set (probe.enabled)
-    base/                        the base model: samples.jsonl (epoch 0), metrics.json (with encoder baselines)
+    base/                        the base model: samples.jsonl (epoch 0), metrics.json (with encoder baselines),
+                                 probe.jsonl and language.jsonl (epoch 0)
     <method>[-s<seed>]/          one fine-tuning run per method (and seed)
         train/                   the fine-tuning run folder (checkpoints, train_log.jsonl)
         samples.jsonl            every judged sample, tagged with its epoch
         alignment.jsonl          visual-text alignment per epoch and dataset
         probe.jsonl              the judge-free forgetting probe per epoch (KL from the base model, label mass)
+        language.jsonl           answer log-likelihood and held-out perplexity per epoch (a "text" set evaluated)
         metrics.json             per-epoch metrics of every dataset
         DONE
     metrics.json, report.html, report.md, plots/   the summary, built from the folders above only
@@ -28,11 +30,12 @@ from typing import Any, Callable
 from ..config import to_dict
 from ..data import load_dataset
 from ..errors import ConfigError
-from ..evaluation.config import EvalConfig, ModelConfig, ProbeConfig
+from ..evaluation.config import EvalConfig, LanguageConfig, ModelConfig, ProbeConfig
 from ..evaluation.evaluator import evaluate, make_load_model
 from ..models.loading import LoadedModel
 from ..runs import RunDir, atomic_write_json, read_jsonl
 from .base import STUDIES, Study
+from .language_scores import record_language, text_dataset
 from .probing import base_file, make_probe, record_probe
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,8 @@ class EmtConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     alignment_limit: int = 64  # images per classification set for the alignment analysis (0: off)
     probe: ProbeConfig = field(default_factory=ProbeConfig)  # judge-free KL probe every epoch (probe.enabled)
+    # answer log-likelihood and held-out perplexity every epoch, when a "text" set is among eval.datasets
+    language: LanguageConfig = field(default_factory=LanguageConfig)
     tensorboard: bool = False  # loss and per-dataset accuracy to <run>/tb (needs the tensorboard package)
     seeds: list[int] = field(default_factory=lambda: [0])
     alpha: float = 0.05  # significance level of the report's claim checks
@@ -124,11 +129,13 @@ def run_emt(cfg: EmtConfig, progress: ProgressFn | None = None) -> Path:
     probe = _make_probe(cfg, ev, lm, out) if main else None
     base_run = RunDir(out / "base")
     _write_probe(cfg, probe, lm, base_run, 0, {})
+    base_language = _write_language(cfg, ev, lm, base_run, 0, {}) if main else None
     if not base_run.is_done():
         log.info("evaluating the base model on %s", ", ".join(ev.datasets))
         result = evaluate(ev, lm=lm, run=base_run, progress=_prefixed(progress, "base"), tag={"epoch": 0})
         if main:
-            base_run.write_metrics({"epoch": 0, **result.to_dict()})
+            base_run.write_metrics({"epoch": 0, **result.to_dict(),
+                                    **({"language": base_language} if base_language else {})})
             _write_alignment(lm, cfg, base_run, 0)
             base_run.mark_done()
 
@@ -177,6 +184,9 @@ def _run_arm(cfg: EmtConfig, arm: MethodRun, seed: int, sub: RunDir, ev: EvalCon
         probed = _write_probe(cfg, probe, lm, sub, epoch, {"seed": seed})
         if probed is not None:
             per_epoch[str(epoch)]["probe"] = probed
+        language = _write_language(cfg, ev, lm, sub, epoch, {"seed": seed})
+        if language is not None:
+            per_epoch[str(epoch)]["language"] = language
         _write_alignment(lm, cfg, sub, epoch)
         atomic_write_json(sub.metrics_path, {"method": arm.method, "name": arm.name, "seed": seed,
                                              "epochs": per_epoch})
@@ -210,6 +220,14 @@ def _write_probe(cfg: EmtConfig, probe: Any, lm: LoadedModel, run: RunDir, epoch
                  tag: dict[str, Any]) -> dict[str, Any] | None:
     """Measure the probe after ``epoch`` and append it to ``run``'s probe.jsonl (once: a rerun reads it back)."""
     return record_probe(probe, lm, run, {"epoch": epoch, **tag}, 1.0 - cfg.alpha)
+
+
+def _write_language(cfg: EmtConfig, ev: EvalConfig, lm: LoadedModel, run: RunDir, epoch: int,
+                    tag: dict[str, Any]) -> dict[str, Any] | None:
+    """Measure the language scores after ``epoch`` and append them to ``run``'s language.jsonl (once: a rerun reads
+    them back); None when no "text" set is evaluated or language.enabled is false."""
+    return record_language(cfg.language, text_dataset(cfg.language, ev.datasets), lm, run, {"epoch": epoch, **tag},
+                           1.0 - cfg.alpha)
 
 
 def _write_alignment(lm: LoadedModel, cfg: EmtConfig, run: RunDir, epoch: int) -> None:

@@ -19,11 +19,13 @@ Run folder (``runs/2x2/<name>/``)::
     cells.json                       each cell's reference and the dataset name its records carry
     probe_base.safetensors           the base model's next-token distributions on the probe set (probe.enabled)
     base/                            the base model on the four cells: samples.jsonl (epoch 0), metrics.json,
-                                     probe.jsonl (its probe row: KL 0, the label mass before fine-tuning), DONE
+                                     probe.jsonl (its probe row: KL 0, the label mass before fine-tuning),
+                                     language.jsonl (answer log-likelihood, held-out perplexity: a "text" set among
+                                     extra_datasets), DONE
     replay/<source>/                 the base model's answers on a replay source: replay.jsonl, images/, DONE
     sweep/<method>-lr<lr>-e<epochs>/ one sweep run: spec.json, train/, samples.jsonl, probe.jsonl (the judge-free
                                      probe after training: KL from the base model per cell, label mass),
-                                     metrics.json, DONE
+                                     language.jsonl (after training), metrics.json, DONE
     hybrid/r<r>[-<mix_by>]/          one hybrid run, the same files
     metrics.json, report.html, report.md, plots/   the summary, built from the folders above only
 
@@ -44,9 +46,11 @@ import numpy as np
 from ..config import to_dict
 from ..data import load_dataset
 from ..errors import ConfigError
-from ..evaluation.config import EvalConfig, ModelConfig, ProbeConfig
+from ..evaluation.config import EvalConfig, LanguageConfig, ModelConfig, ProbeConfig
+from ..reports.language import language_row
 from ..runs import RunDir, atomic_write_json, read_json, read_jsonl
 from .base import STUDIES, Study
+from .language_scores import record_language, text_dataset
 from .probing import base_file, base_probe_pending, load_base_distributions, make_probe, record_probe
 
 log = logging.getLogger(__name__)
@@ -191,15 +195,23 @@ class TwoByTwoConfig:
     train: TrainSettings = field(default_factory=TrainSettings)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     hybrid: HybridConfig = field(default_factory=HybridConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)  # eval.datasets is set from `cells`
+    eval: EvalConfig = field(default_factory=EvalConfig)  # eval.datasets is set from `cells` and extra_datasets
+    # evaluated beside the four cells, outside the grid: [text] measures language forgetting (accuracy on the text set
+    # and, with language.enabled, answer log-likelihood and held-out perplexity)
+    extra_datasets: list[str] = field(default_factory=list)
     probe: ProbeConfig = field(default_factory=ProbeConfig)  # judge-free KL probe of the base model and every run
+    language: LanguageConfig = field(default_factory=LanguageConfig)
     seed: int = 0
     alpha: float = 0.05  # significance level of the claim checks
     margin: float = 0.05  # the largest accuracy change that still counts as "no forgetting" / "the gain stays"
     out: str | None = None  # default runs/2x2/<name>
 
     def validate(self) -> None:
-        self.eval.datasets = list(self.cells.refs().values())
+        cells = list(self.cells.refs().values())
+        if set(self.extra_datasets) & set(cells) or len(set(self.extra_datasets)) != len(self.extra_datasets):
+            raise ConfigError(f"extra_datasets must differ from each other and from the cells, got "
+                              f"{self.extra_datasets}")
+        self.eval.datasets = cells + list(self.extra_datasets)
         if not self.sweep.methods and not self.hybrid.enabled():
             raise ConfigError("a 2x2 study needs sweep.methods or hybrid.sources + hybrid.ratios: nothing to train")
         if self.hybrid.enabled() and self.hybrid.budget is None and self.train.limit is None:
@@ -289,7 +301,7 @@ def replay_counts_needed(cfg: TwoByTwoConfig) -> dict[str, int]:
 
 
 def eval_config(cfg: TwoByTwoConfig) -> EvalConfig:
-    return replace(cfg.eval, model=cfg.model, datasets=list(cfg.cells.refs().values()))
+    return replace(cfg.eval, model=cfg.model, datasets=[*cfg.cells.refs().values(), *cfg.extra_datasets])
 
 
 # ------------------------------------------------------------------------------------------------- running
@@ -307,18 +319,22 @@ def run_twobytwo(cfg: TwoByTwoConfig, progress: ProgressFn | None = None) -> Pat
     todo_replay = [s for s in cfg.hybrid.sources if s.name in need_replay
                    and not _replay_ready(out / "replay" / s.name, need_replay[s.name])]
     # the probe on the four cells, label tokens of the fine-tuning set; base distributions once, in the folder
-    probe = make_probe(cfg.probe, ev.datasets, train_dataset(cfg))
-    if not _evaluated(base_run, ev) or todo_replay or base_probe_pending(probe, out, base_run, {"epoch": 0}):
+    probe = make_probe(cfg.probe, list(cfg.cells.refs().values()), train_dataset(cfg))
+    text = text_dataset(cfg.language, ev.datasets)
+    language_pending = text is not None and language_row(base_run.path, epoch=0) is None
+    if not _evaluated(base_run, ev) or todo_replay or base_probe_pending(probe, out, base_run, {"epoch": 0}) \
+            or language_pending:
         from ..evaluation.evaluator import evaluate, make_load_model
 
         lm = make_load_model(cfg.model)
         if probe is not None:
             probe.prepare(lm, base_file(out))
             record_probe(probe, lm, base_run, {"epoch": 0}, 1.0 - cfg.alpha)
+        language = record_language(cfg.language, text, lm, base_run, {"epoch": 0}, 1.0 - cfg.alpha)
         if not _evaluated(base_run, ev):
             log.info("evaluating the base model on the four cells")
             result = evaluate(ev, lm=lm, run=base_run, progress=_prefixed(progress, "base"), tag={"epoch": 0})
-            base_run.write_metrics({"epoch": 0, **result.to_dict()})
+            base_run.write_metrics({"epoch": 0, **result.to_dict(), **({"language": language} if language else {})})
             base_run.mark_done()
         for source in todo_replay:
             write_replay_set(lm, source, need_replay[source.name], RunDir(out / "replay" / source.name), ev,
@@ -406,11 +422,13 @@ def _run_spec(cfg: TwoByTwoConfig, spec: RunSpec, sub: RunDir, ev: EvalConfig, p
     if probe is not None:
         load_base_distributions(probe, result.lm, sub.path.parents[1])
         probed = record_probe(probe, result.lm, sub, {"epoch": result.epochs_done}, 1.0 - cfg.alpha)
+    language = record_language(cfg.language, text_dataset(cfg.language, ev.datasets), result.lm, sub,
+                               {"epoch": result.epochs_done}, 1.0 - cfg.alpha)
     sub.write_metrics({
         **spec.to_dict(), "lr": lr, "seed": cfg.seed, "epochs_done": result.epochs_done,
         "trainable_parameters": result.trainable_parameters, "total_parameters": result.total_parameters,
         "final_loss": result.final_loss, "train_seconds": result.seconds, "train_examples": _train_examples(data),
-        "eval": evaluation.to_dict(), "probe": probed,
+        "eval": evaluation.to_dict(), "probe": probed, "language": language,
     })
 
 

@@ -1,0 +1,140 @@
+"""Judge-free language scores in the study reports: language.jsonl rows -> answer log-likelihood and held-out
+perplexity with bootstrap intervals, their change from the base model (paired on the same items), and a sentence
+saying whether the text answers degraded.
+
+Summary parts (``language_row``, ``language_point``, ``change_verdicts``, ``change_sentence``) are pure; the page
+parts (``language_panels``, ``language_table_rows``) turn the summary's points into a figure and table rows. Used by
+the EMT and 2x2 reports; the rows are written by :mod:`unforget.studies.language_scores`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+from ..evaluation.language import LanguageItems, language_change, language_estimates
+from ..runs import read_jsonl
+
+LANGUAGE_FILE = "language.jsonl"
+ChangeVerdict = Literal["worse", "better", "no change shown"]
+
+
+def language_row(folder: Path, **tag: Any) -> dict[str, Any] | None:
+    """The last language.jsonl row of ``folder`` whose fields match ``tag`` (e.g. epoch=2); None when none does."""
+    rows = [r for r in read_jsonl(folder / LANGUAGE_FILE) if all(r.get(k) == v for k, v in tag.items())]
+    return rows[-1] if rows else None
+
+
+def language_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
+    """What metrics.json keeps of a row: the scores with their intervals, without the per-item values."""
+    return {"dataset": row.get("dataset"), "n_answers": row.get("n_answers"),
+            "n_heldout_tokens": row.get("n_heldout_tokens"), **(row.get("estimates") or {})}
+
+
+def language_point(row: Mapping[str, Any], base_row: Mapping[str, Any] | None, confidence: float,
+                   accuracy: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One evaluation point: both scores with intervals recomputed from the row's items at ``confidence``, and their
+    change from ``base_row`` (None for the base model itself or without a base row). ``accuracy``: the judged
+    accuracy on the text set at the same point (a Wilson estimate dict), carried along for the tables."""
+    items = LanguageItems.from_dict(row["items"])
+    est = language_estimates(items, confidence)
+    change = None
+    if base_row is not None and base_row is not row and int(row.get("epoch", 0)) != 0:
+        change = language_change(LanguageItems.from_dict(base_row["items"]), items, confidence).to_dict()
+    return {"epoch": int(row.get("epoch", 0)), "dataset": row.get("dataset"), "n_answers": len(items.answer_ids),
+            "n_heldout_tokens": sum(items.heldout_tokens), "accuracy": accuracy, **est.to_dict(), "change": change}
+
+
+def change_verdict(change: Mapping[str, Any] | None, worse_when: Literal["up", "down"]) -> ChangeVerdict:
+    """"worse" / "better" when the change's interval excludes 0 on that side; otherwise "no change shown"."""
+    if not change or change.get("low") is None or change.get("high") is None:
+        return "no change shown"
+    if change["low"] > 0:
+        return "worse" if worse_when == "up" else "better"
+    if change["high"] < 0:
+        return "worse" if worse_when == "down" else "better"
+    return "no change shown"
+
+
+def change_verdicts(point: Mapping[str, Any]) -> dict[str, ChangeVerdict]:
+    """Per score, whether ``point`` is worse than the base model: perplexity up, answer log-likelihood down."""
+    change = point.get("change") or {}
+    return {"heldout_perplexity": change_verdict(change.get("heldout_perplexity"), "up"),
+            "answer_logprob": change_verdict(change.get("answer_logprob"), "down")}
+
+
+def _signed_estimate(e: Mapping[str, Any] | None) -> str:
+    from .document import format_estimate
+
+    if not e or e.get("value") is None:
+        return "-"
+    text = format_estimate(e)
+    return text if text.startswith("-") else "+" + text
+
+
+def change_sentence(who: str, point: Mapping[str, Any], base: Mapping[str, Any], confidence: float) -> str:
+    """One sentence with the numbers: ``who``'s scores against the base model's and whether the text answers
+    degraded (a change counts when its ``confidence`` paired bootstrap interval excludes 0)."""
+    from .document import format_estimate
+
+    change = point.get("change") or {}
+    verdicts = change_verdicts(point)
+    ppl, ll = change.get("heldout_perplexity"), change.get("answer_logprob")
+    parts = [
+        f"held-out perplexity {format_estimate(base['heldout_perplexity'], 2)} -> "
+        f"{format_estimate(point['heldout_perplexity'], 2)}, change {_signed_estimate(ppl)} ({verdicts['heldout_perplexity']})",
+        f"log-likelihood of the text set's answers {format_estimate(base['answer_logprob'])} -> "
+        f"{format_estimate(point['answer_logprob'])} nats/token, change {_signed_estimate(ll)} "
+        f"({verdicts['answer_logprob']})",
+    ]
+    worse = [k for k, v in verdicts.items() if v == "worse"]
+    better = [k for k, v in verdicts.items() if v == "better"]
+    if len(worse) == 2:
+        outcome = "the text answers degraded on both measures"
+    elif worse == ["answer_logprob"]:
+        outcome = "the text answers degraded (less likely reference answers), held-out perplexity " + (
+            "fell" if better else "did not change measurably")
+    elif worse:
+        outcome = "held-out prose got less likely but the text set's answers did not " + (
+            "(they got more likely)" if better else "change measurably")
+    elif better:
+        outcome = "no degradation: " + " and ".join(
+            "perplexity fell" if k == "heldout_perplexity" else "the answers got more likely" for k in better)
+    else:
+        outcome = "no change shown on either measure"
+    return (f"{who}, epoch {point['epoch']} vs the base model: " + "; ".join(parts)
+            + f"; {outcome} ({confidence:.0%} paired bootstrap intervals over items).")
+
+
+# ------------------------------------------------------------------------------------------------ page parts
+
+
+def language_panels(curves: Mapping[str, Sequence[Mapping[str, Any]]], label_of: Mapping[str, str]) -> list[Any]:
+    """Two LinePanels against epoch: held-out perplexity and answer log-likelihood, one series per curve, with
+    their bootstrap intervals as error bars."""
+    from .plots import LinePanel, Series
+
+    panels = [LinePanel("held-out perplexity", [], ylabel="perplexity", xlabel="epoch", integer_x=True),
+              LinePanel("text-set answers", [], ylabel="log-likelihood, nats/token", xlabel="epoch", integer_x=True)]
+    for key, panel in zip(("heldout_perplexity", "answer_logprob"), panels):
+        for name, curve in curves.items():
+            est = [p.get(key) for p in curve]
+            panel.series.append(Series(label_of.get(name, name), [p["epoch"] for p in curve],
+                                       [e["value"] if e else None for e in est],
+                                       [e["low"] if e else None for e in est],
+                                       [e["high"] if e else None for e in est]))
+    return panels
+
+
+LANGUAGE_COLUMNS = ["text accuracy", "answer log-likelihood", "held-out perplexity", "change in log-likelihood",
+                    "change in perplexity"]
+
+
+def language_table_cells(point: Mapping[str, Any]) -> list[str]:
+    """The LANGUAGE_COLUMNS cells of one point (changes are after - base; "-" for the base model itself)."""
+    from .document import format_estimate
+
+    change = point.get("change") or {}
+    return [format_estimate(point.get("accuracy")), format_estimate(point["answer_logprob"]),
+            format_estimate(point["heldout_perplexity"], 2), _signed_estimate(change.get("answer_logprob")),
+            _signed_estimate(change.get("heldout_perplexity"))]

@@ -1,0 +1,40 @@
+"""Judge-free language scores inside a study: one language.jsonl row per evaluation point (epoch, run), measured
+when a "text" set is among the evaluated datasets and ``language.enabled``, written once so that a resumed study
+reads it back instead of measuring again. The row keeps the per-item values, so the report recomputes intervals
+and pairs every point with the base model on the same items."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from ..evaluation.config import LanguageConfig
+from ..evaluation.language import language_estimates, language_items
+from ..models.loading import LoadedModel
+from ..reports.language import LANGUAGE_FILE, language_metrics, language_row
+from ..runs import RunDir
+from ..stats import json_float
+
+
+def text_dataset(config: LanguageConfig, datasets: Sequence[str]) -> str | None:
+    """The "text" set reference among ``datasets`` (``text`` or ``text?kinds=...``), or None: nothing to measure."""
+    if not config.enabled:
+        return None
+    return next((d for d in datasets if d.split("?", 1)[0] == "text"), None)
+
+
+def record_language(config: LanguageConfig, dataset: str | None, lm: LoadedModel, run: RunDir, tag: dict[str, Any],
+                    confidence: float) -> dict[str, Any] | None:
+    """Measure the language scores of ``lm`` on ``dataset`` and append them with ``tag`` to ``run``'s
+    language.jsonl, once: a rerun reads the row back. Returns what metrics.json keeps (None: not measured)."""
+    if dataset is None:
+        return None
+    done = language_row(run.path, **tag)
+    if done is not None:
+        return language_metrics(done)
+    items = language_items(lm, dataset=dataset, limit=config.limit, batch_size=config.batch_size)
+    scores = {k: json_float(v) if isinstance(v, float) else v for k, v in items.scores().to_dict().items()}
+    row = {**tag, "dataset": dataset, **scores,
+           "estimates": language_estimates(items, confidence).to_dict(), "items": items.to_dict()}
+    with run.appender(LANGUAGE_FILE) as app:
+        app.write(row)
+    return language_metrics(row)
