@@ -146,7 +146,7 @@ def test_twobytwo_config_takes_extra_datasets():
 
 
 def text_records(correct: range, epoch: int, n: int = 4, **tag) -> list[dict]:
-    return [{"epoch": epoch, **tag, "id": f"test/{i:03d}", "dataset": "text", "reference": "Paris",
+    return [{"epoch": epoch, **tag, "id": f"test/{i:03d}", "dataset": "text", "task": "text", "reference": "Paris",
              "prediction": None, "correct": i in correct, "judge": "exact", "mode": "generate"} for i in range(n)]
 
 
@@ -182,6 +182,12 @@ def test_emt_report_has_the_language_section(tmp_path):
     md = files.markdown.read_text()
     assert "Language forgetting (text set)" in md and "degraded on both measures" in md
     assert "+12.696 [12.696, 12.696]" in md  # perplexity change of lora, epoch 2
+    # plain-text answers have no classes: no concentration curves, no confusion matrix for the text set
+    summary = json.loads((root / "metrics.json").read_text())
+    assert summary["text_datasets"] == ["text"]
+    assert all(c["dataset"] != "text" for arm in summary["arms"] for c in arm["confusion"])
+    concentration = md[md.index("## Prediction concentration"):].split("\n## ")[0]
+    assert "text" not in concentration.replace("text set", "")
 
 
 def test_emt_report_without_language_rows_has_no_section(tmp_path):

@@ -191,7 +191,7 @@ def _predict_and_judge(cfg, lm, ds, todo, judges, leak_sets, appender, tag, on_p
             verdicts_by_judge = {j.name: ranked_verdicts for j in judges}
         for i, (s, _) in enumerate(loaded):
             rec: dict[str, Any] = {
-                **tag, "id": s.id, "dataset": ds.name, "split": cfg.split, "question": questions[i],
+                **tag, "id": s.id, "dataset": ds.name, "split": cfg.split, "task": ds.task, "question": questions[i],
                 "answer": answers[i], "reference": items[i].reference, "label": s.label,
                 **verdict_fields(judges, {name: v[i] for name, v in verdicts_by_judge.items()}), "mode": mode,
                 "leaks": {name: exact.match(answers[i], other.class_names, other.synonyms)[0] is not None

@@ -306,6 +306,7 @@ def summarise_emt(run_dir: str | Path) -> dict[str, Any]:
     """The study's numbers, computed from the run folder only, as a JSON-ready dict (written as metrics.json)."""
     run = read_emt_run(run_dir)
     counts = {d: class_count(d, run) for d in run.datasets}
+    text_sets = [d for d in run.datasets if _is_text_set(run, d)]
     arms = [_summarise_arm(run, arm, counts) for arm in run.arms]
     summary: dict[str, Any] = {
         "study": "emt",
@@ -318,6 +319,8 @@ def summarise_emt(run_dir: str | Path) -> dict[str, Any]:
         "datasets": run.datasets,
         "other_datasets": run.other_datasets,
         "class_counts": counts,
+        # sets of plain-text answers (the "text" set): no classes, so no concentration or confusion matrix
+        "text_datasets": text_sets,
         "alpha": run.alpha,
         "confidence": 1.0 - run.alpha,
         "seeds": run.seeds,
@@ -490,7 +493,8 @@ def _confusions(run: EmtRun, arm: Arm, table: dict[str, dict[str, Any]]) -> list
     if run.fine_tuning_set in run.datasets:
         chosen.append((run.fine_tuning_set, "fine-tuning set"))
     forgotten = [(table[d]["forgetting"]["delta"]["value"], d) for d in run.other_datasets
-                 if table[d]["forgetting"] and table[d]["forgetting"]["delta"]["value"] is not None]
+                 if table[d]["forgetting"] and table[d]["forgetting"]["delta"]["value"] is not None
+                 and not _is_text_set(run, d)]
     if forgotten:
         value, dataset = max(forgotten, key=lambda t: (t[0], t[1]))
         chosen.append((dataset, "most forgotten other set" if value > 0 else "other set that lost the least"))
@@ -498,6 +502,11 @@ def _confusions(run: EmtRun, arm: Arm, table: dict[str, dict[str, Any]]) -> list
              "classes": _class_order(run, d),
              "before": confusion_counts(run.base.get(d, [])),
              "after": confusion_counts(arm.epochs[arm.last_epoch].get(d, []))} for d, role in chosen]
+
+
+def _is_text_set(run: EmtRun, dataset: str) -> bool:
+    """Whether the base evaluation's records of ``dataset`` are plain-text questions (task "text")."""
+    return any(r.get("task") == "text" for r in run.base.get(dataset, []))
 
 
 def _class_order(run: EmtRun, dataset: str) -> list[str]:

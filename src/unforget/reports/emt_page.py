@@ -185,7 +185,8 @@ def _leak_section(summary: dict[str, Any], colours: dict[str, str]) -> Section:
 
 
 def _concentration_section(summary: dict[str, Any], colours: dict[str, str]) -> Section:
-    datasets = summary["datasets"]
+    text_sets = set(summary.get("text_datasets") or [])
+    datasets = [d for d in summary["datasets"] if d not in text_sets]
     panels = (_curve_panels(summary, "top1_share", datasets, "top-1 share", SHARE_RANGE)
               + _curve_panels(summary, "normalised_entropy", datasets, "normalised entropy", SHARE_RANGE))
     fig = Figure("concentration", line_plot(panels, title="Prediction concentration vs epoch",
@@ -193,7 +194,7 @@ def _concentration_section(summary: dict[str, Any], colours: dict[str, str]) -> 
                  "Top row: share of class-naming answers on the most predicted class (1 = every answer is one class). "
                  "Bottom row: entropy of the predicted-class histogram / log2(number of classes) (0 = one class, "
                  "1 = uniform), with bootstrap intervals. Class counts used: "
-                 + ", ".join(f"{d} {n}" for d, n in summary["class_counts"].items()) + ".")
+                 + ", ".join(f"{d} {n}" for d, n in summary["class_counts"].items() if d not in text_sets) + ".")
     no_class = Figure("no_class", line_plot(_curve_panels(summary, "no_class_rate", datasets, "no-class rate",
                                                           SHARE_RANGE),
                                             title="Answers naming no class vs epoch", colours=colours),
