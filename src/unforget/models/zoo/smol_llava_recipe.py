@@ -54,13 +54,13 @@ class SmolLlavaRecipe:
 
     seed: int = 0
     datasets: tuple[str, ...] = EMBEDDED_SETS
-    train_per_set: int = 150
+    train_per_set: int = 300
     spec: AssemblySpec = field(default_factory=lambda: AssemblySpec(image_size=84))
     init_ridge: float = 1.0  # ridge penalty of the closed-form projector init (features standardised)
     init_images_per_set: int = 150
-    align: StageSettings = field(default_factory=lambda: StageSettings(steps=15, lr=1e-3, batch_size=8,
+    align: StageSettings = field(default_factory=lambda: StageSettings(steps=120, lr=1e-3, batch_size=8,
                                                                        weight_decay=0.0))
-    instruct: StageSettings = field(default_factory=lambda: StageSettings(steps=30, lr=5e-4, batch_size=8,
+    instruct: StageSettings = field(default_factory=lambda: StageSettings(steps=480, lr=5e-4, batch_size=8,
                                                                           weight_decay=0.0))
     lora_r: int = 8
     lora_alpha: int = 16
@@ -91,6 +91,7 @@ class SmolBuildReport:
     text_accuracy: dict[str, float] = field(default_factory=dict)  # "base" (SmolLM2 alone) and "smol-llava"
     forward_seconds: dict[str, float] = field(default_factory=dict)
     conversion: dict[str, Any] = field(default_factory=dict)
+    wall_seconds: float | None = None  # the whole recipe, start to end
 
 
 # ---------------------------------------------------------------------------------------------- stage 0
@@ -263,10 +264,12 @@ def train_smol_llava(out_dir: str | Path, seed: int = 0, *, recipe: SmolLlavaRec
     out = Path(out_dir)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)
+    t0 = time.perf_counter()
     try:
         report = _train(recipe, out, evaluate)
     finally:
         torch.set_num_threads(old_threads)
+    report.wall_seconds = time.perf_counter() - t0
     (out / "smol_llava.json").write_text(json.dumps(
         {"spec": spec_dict(recipe.spec), "recipe": recipe.to_dict(), "report": dataclasses.asdict(report)},
         indent=2, default=str) + "\n")
@@ -309,7 +312,9 @@ def _train(recipe: SmolLlavaRecipe, out: Path, evaluate: bool) -> SmolBuildRepor
                                    max_new_tokens=recipe.text_max_new_tokens), lm=lm)
         report.text_accuracy[base_key] = base.accuracy("text")
         report.seconds["base_text_eval"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     texts = text_instructions(lm, recipe.seed, recipe.text_max_new_tokens)
+    report.seconds["text_answers"] = time.perf_counter() - t0
     log.info("data, parts and %d self-distilled text answers ready", len(texts))
 
     # Stage 0: closed-form projector init
