@@ -203,8 +203,14 @@ def load_optimizer(wrapped: Any, optimizer: Any, folder: Path) -> None:
 
     # not strict: a parameter that has had no gradient yet (the projector after text-only batches) has no state,
     # as in optimizer.load_state_dict
-    set_optimizer_state_dict(wrapped, getattr(optimizer, "optimizer", optimizer), state,
-                             options=StateDictOptions(full_state_dict=True, strict=False))
+    inner = getattr(optimizer, "optimizer", optimizer)
+    set_optimizer_state_dict(wrapped, inner, state, options=StateDictOptions(full_state_dict=True, strict=False))
+    # torch's loader hands back tuples (AdamW's betas) as lists; keep the types a fresh optimizer has, so that
+    # the next checkpoint's optimizer.json equals an uninterrupted run's
+    for group, saved in zip(inner.param_groups, state["param_groups"]):
+        for key, value in saved.items():
+            if isinstance(value, tuple) and isinstance(group.get(key), list):
+                group[key] = tuple(group[key])
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
