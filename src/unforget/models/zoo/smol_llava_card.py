@@ -72,9 +72,11 @@ def model_card(recipe: dict[str, Any], report: dict[str, Any]) -> str:
         "",
         f"The whole recipe took {total / 60:.1f} minutes on {recipe['threads']} threads of a 2-core machine (other "
         f"jobs ran beside it at times), seed {recipe['seed']}: parts conversion and data "
-        f"{sec.get('data', 0):.0f} s, self-distilled text answers {sec.get('text_answers', float('nan')):.0f} s, "
-        f"evaluation {sec.get('evaluate', 0) + sec.get('base_text_eval', 0):.0f} s"
+        f"{sec.get('data', 0):.0f} s, "
+        + (f"self-distilled text answers {sec['text_answers']:.0f} s, " if "text_answers" in sec else "")
+        + f"evaluation {sec.get('evaluate', 0) + sec.get('base_text_eval', 0):.0f} s"
         + (f"; wall clock {report['wall_seconds'] / 60:.1f} minutes." if report.get("wall_seconds") else "."),
+        *[f"\n{note}" for note in report.get("notes") or []],  # what the build's operator recorded beside it
         "",
         "## Accuracy (measured by the build)",
         "",

@@ -92,6 +92,7 @@ class SmolBuildReport:
     forward_seconds: dict[str, float] = field(default_factory=dict)
     conversion: dict[str, Any] = field(default_factory=dict)
     wall_seconds: float | None = None  # the whole recipe, start to end
+    notes: list[str] = field(default_factory=list)  # circumstances of the run the figures depend on
 
 
 # ---------------------------------------------------------------------------------------------- stage 0
