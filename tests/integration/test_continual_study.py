@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from unforget.cli import main
@@ -18,12 +17,7 @@ TASKS = ["digits", "shapes?n_train=16&n_test=6"]
 STRATEGIES = ["naive", "model-tailor"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/finetune_fixtures.py
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ stored once), also_rank records, and the report's probe and format-vs-knowledge 
 import json
 
 import pytest
-import torch
 
 from unforget.cli import main
 from unforget.runs import read_jsonl
@@ -21,12 +20,7 @@ alignment_limit: 0
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/finetune_fixtures.py
 
 
 def test_emt_study_records_the_probe_and_the_split(random_llava_dir, tmp_path):

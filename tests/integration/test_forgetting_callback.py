@@ -6,10 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from finetune_helpers import build_tiny_llava, register_datasets, weights_digest  # noqa: E402
+from finetune_helpers import build_tiny_llava, weights_digest  # noqa: E402
 
 from unforget.evaluation.config import EvalConfig  # noqa: E402
 from unforget.models.loading import LoadedModel, load_model  # noqa: E402
@@ -20,13 +19,7 @@ from unforget.training.data import InstructionDataset, processor_only, training_
 from unforget.training.examples import collate_examples  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    register_datasets()
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/finetune_fixtures.py
 
 
 def train_with_trainer(model_dir, out, callbacks):

@@ -8,7 +8,6 @@ import json
 import math
 
 import pytest
-import torch
 
 from unforget.cli import main
 from unforget.runs import read_jsonl
@@ -25,12 +24,7 @@ alignment_limit: 0
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/finetune_fixtures.py
 
 
 def _finite(estimate: dict) -> bool:

@@ -4,7 +4,6 @@
 import json
 
 import pytest
-import torch
 
 from unforget.cli import main
 from unforget.runs import read_jsonl
@@ -31,12 +30,7 @@ eval: {{limit: 4, batch_size: 4, max_new_tokens: 2}}
 RUNS = ["sweep/projector-lr0.0001-e1", "sweep/projector-lr0.001-e1", "hybrid/r0", "hybrid/r0.5"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # two shared cores: OpenMP spinning over 2 threads is far slower on tiny matmuls
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/finetune_fixtures.py
 
 
 def test_study_runs_end_to_end_and_resumes_one_run(random_llava_dir, tmp_path):

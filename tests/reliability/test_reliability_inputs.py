@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from finetune_helpers import build_tiny_llava, register_datasets
+from finetune_helpers import build_tiny_llava
 from unforget.cli import main
 from unforget.data.types import MAX_IMAGE_PIXELS, load_image
 from unforget.errors import BadSampleError, ModelLoadError, TrainingError
@@ -23,13 +23,7 @@ from unforget.runs import read_jsonl
 from unforget.training import FinetuneConfig, TrainDataConfig, finetune, load_finetuned
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    register_datasets()
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/finetune_fixtures.py
 
 
 # ------------------------------------------------------------------------------------------------ images

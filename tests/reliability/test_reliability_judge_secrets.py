@@ -12,9 +12,8 @@ import json
 import logging
 
 import pytest
-import torch
 
-from finetune_helpers import build_tiny_llava, register_datasets
+from finetune_helpers import build_tiny_llava
 from judge_server import JudgeServer
 from unforget.cli import main
 from unforget.evaluation.judges.llm import ENV_API_KEY, ENV_BASE_URL, ENV_LOCAL_MODEL, ENV_MODEL
@@ -23,13 +22,7 @@ from unforget.runs import read_jsonl
 KEY = "sk-unforget-reliability-8c1d5e0f"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    register_datasets()
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/finetune_fixtures.py
 
 
 def test_judge_faults_are_counted_and_the_key_is_written_nowhere(tmp_path, monkeypatch, caplog, capsys):

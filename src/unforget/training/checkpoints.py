@@ -192,8 +192,7 @@ def load_optimizer(wrapped: Any, optimizer: Any, folder: Path) -> None:
     """Put a checkpoint's optimizer state into ``optimizer`` (whatever shards it now: each process reads the full
     state and keeps its part)."""
     state = load_optimizer_state(folder)
-    if not any(isinstance(k, str) for k in state["state"]) and not any(
-            isinstance(p, str) for g in state["param_groups"] for p in g.get("params", [])):
+    if not any(isinstance(p, str) for g in state["param_groups"] for p in g["params"]):
         if is_sharded(wrapped):
             raise TrainingError(f"{folder}: the optimizer state is keyed by parameter index (an older checkpoint); "
                                 "FSDP needs names: resume it without FSDP, or start the run again")
