@@ -20,36 +20,7 @@ from unforget.models.zoo.smol_llava_assembly import (
     save_trained_parts,
 )
 
-CORPUS = ["What is the capital of France? Paris.", "the digit 7", "a red circle", "Describe the image."] * 20
-
-
-def stand_in_tokenizer():
-    """A tiny byte-level BPE with ChatML specials and no image token (as SmolLM2's)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(CORPUS, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                   unk_token="<|endoftext|>", pad_token="<|im_end|>")
-
-
-def stand_in_parts(tied: bool = True):
-    from transformers import Dinov2Config, Dinov2Model, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = stand_in_tokenizer()
-    torch.manual_seed(0)
-    lm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                      tie_word_embeddings=tied, max_position_embeddings=256)).eval()
-    vision = Dinov2Model(Dinov2Config(hidden_size=24, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2,
-                                      patch_size=14, image_size=56)).eval()
-    return lm, tokenizer, vision
-
+from tiny_models import stand_in_parts
 
 def _image(seed: int = 0):
     from PIL import Image
