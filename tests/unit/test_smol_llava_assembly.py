@@ -22,6 +22,7 @@ from unforget.models.zoo.smol_llava_assembly import (
 
 from tiny_models import stand_in_parts
 
+
 def _image(seed: int = 0):
     from PIL import Image
 

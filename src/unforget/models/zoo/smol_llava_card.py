@@ -22,15 +22,13 @@ def _chance(name: str) -> str:
 
 
 def _vocabulary_row(recipe: dict[str, Any], report: dict[str, Any]) -> str:
-    voc, st = report.get("vocabulary") or {}, recipe.get("vocabulary") or {}
-    seconds = report["seconds"].get("vocabulary", 0)
-    steps = st.get("steps")
+    voc, st = report["vocabulary"], recipe["vocabulary"]
+    seconds = report["seconds"]["vocabulary"]
     return (f"| 0 vocabulary | projector only, onto the input embeddings of the words that name each image (class "
             f"name, scene objects): MSE + cosine cross-entropy over the vocabulary, on the frozen tower's cached "
-            f"features, no LM pass; {voc.get('images', 0):.0f} images, patch-to-words cosine "
-            f"{voc.get('cosine', float('nan')):.2f} | {steps} | {st.get('batch_size')} | {st.get('lr', 0):g} | "
-            f"{voc.get('mse', float('nan')):.3f} + {voc.get('ce', float('nan')):.3f} | "
-            f"{seconds / max(1, steps or 1):.2f} | {seconds:.0f} |")
+            f"features, no LM pass; {voc['images']:.0f} images, patch-to-words cosine {voc['cosine']:.2f} | "
+            f"{st['steps']} | {st['batch_size']} | {st['lr']:g} | {voc['mse']:.3f} + {voc['ce']:.3f} | "
+            f"{seconds / st['steps']:.2f} | {seconds:.0f} |")
 
 
 def model_card(recipe: dict[str, Any], report: dict[str, Any]) -> str:
@@ -87,13 +85,13 @@ def model_card(recipe: dict[str, Any], report: dict[str, Any]) -> str:
         + (f"self-distilled text answers {sec['text_answers']:.0f} s, " if "text_answers" in sec else "")
         + f"evaluation {sec.get('evaluate', 0) + sec.get('base_text_eval', 0):.0f} s"
         + (f"; wall clock {report['wall_seconds'] / 60:.1f} minutes." if report.get("wall_seconds") else "."),
-        *[f"\n{note}" for note in report.get("notes") or []],
+        *[f"\n{note}" for note in report.get("notes") or []],  # what the build's operator recorded beside it
         "",
         "Why stage 0: with exact word embeddings in place of the image tokens (an oracle projector), the frozen "
         "SmolLM2 already names a letter (0.53-0.68) or a coloured shape (0.83) it is shown, and a LoRA learns to "
         "read digits that way within 5 steps (1.00); from a projector trained only through the language model "
         "(the previous recipe: ridge init, 120 alignment + 480 instruction steps) digits, letters and coloured "
-        "shapes stayed at chance. Putting the patches onto the words first costs no LM pass.",  # what the build's operator recorded beside it
+        "shapes stayed at chance. Putting the patches onto the words first costs no LM pass.",
         "",
         "## Accuracy (measured by the build)",
         "",

@@ -150,7 +150,7 @@ def vocabulary_text(ds: Any, sample: Any, easy_vqa: dict[Any, str]) -> str | Non
 
 
 def vocabulary_alignment(llava: Any, features: torch.Tensor, targets: Sequence[Sequence[int]],
-                         settings: "VocabularySettings", seed: int) -> dict[str, float]:
+                         settings: VocabularySettings, seed: int) -> dict[str, float]:
     """Stage 0: train the projector so that every patch of an image lands on the input embedding of the words
     that name it (the mean of their token embeddings): MSE to that point, plus a cross-entropy over the
     vocabulary by cosine similarity that keeps the other classes' words away. Runs on the frozen tower's cached
@@ -170,8 +170,7 @@ def vocabulary_alignment(llava: Any, features: torch.Tensor, targets: Sequence[S
     scale = float(point.norm(dim=-1).mean())
     gen = torch.Generator().manual_seed(seed)
     proj.requires_grad_(True)
-    params = [p for p in proj.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(proj.parameters(), lr=settings.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr, total_steps=settings.steps,
                                                    pct_start=0.05)
     mse = ce = torch.tensor(float("nan"))
