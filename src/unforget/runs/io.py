@@ -1,20 +1,21 @@
-"""Run folders: ``runs/<study>/<run>/`` with config.yaml, samples.jsonl, metrics.json, checkpoints, report.
-
-Every file is written to a temporary name and renamed into place; samples.jsonl is appended line by line and
-fsynced, and a truncated last line (power loss) is dropped on read, never parsed as a result.
+"""Atomic file IO of run folders: every file is written to a temporary name and renamed into place; JSONL files
+are appended line by line and fsynced, and a truncated last line (power loss) is dropped on read, never parsed as a
+result. JSON is strict: NaN and infinities are written as null (Python's json would write the bare ``NaN`` that
+strict parsers reject).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from .config import dump_yaml
-from .errors import DataError
+from ..config import dump_yaml
+from ..errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +42,34 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, inf) replaced by None, recursively, and numpy / Path / objects
+    with ``to_dict`` converted: what :func:`dumps_strict` writes."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    return strict_json(_json_default(obj))
+
+
+def dumps_strict(obj: Any, **kwargs: Any) -> str:
+    """JSON text a strict parser accepts: non-finite floats become null, ``allow_nan=False`` guards the rest."""
+    return json.dumps(strict_json(obj), allow_nan=False, **kwargs)
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    atomic_write_text(path, dumps_strict(obj, indent=2, sort_keys=False) + "\n")
 
 
 def _json_default(obj: Any) -> Any:
     import numpy as np
 
+    if isinstance(obj, np.bool_):
+        return bool(obj)
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (np.floating,)):
@@ -78,7 +100,7 @@ class JsonlAppender:
         self._fh = open(self.path, "a", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(record, default=_json_default, ensure_ascii=False) + "\n")
+        self._fh.write(dumps_strict(record, ensure_ascii=False) + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
 
@@ -167,8 +189,7 @@ class RunDir:
 
     def rewrite_samples(self, records: list[dict[str, Any]], name: str = "samples.jsonl") -> None:
         """Replace the whole file in one atomic rename (rejudging); never while an appender is open on it."""
-        atomic_write_text(self.path / name, "".join(json.dumps(r, default=_json_default, ensure_ascii=False) + "\n"
-                                                    for r in records))
+        atomic_write_text(self.path / name, "".join(dumps_strict(r, ensure_ascii=False) + "\n" for r in records))
 
     def appender(self, name: str = "samples.jsonl") -> JsonlAppender:
         return JsonlAppender(self.path / name)
