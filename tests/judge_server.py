@@ -11,6 +11,13 @@ Faults: "500" (HTTP 500), "429" (HTTP 429 with Retry-After: 0), "sleep" (answers
 short client timeout), "malformed" (a body that is not JSON), "truncated" (JSON cut off mid-way, with a matching
 Content-Length), "maybe" (a well-formed reply saying "maybe"), "401" (key refused), "echo_key" (an error body that
 repeats the Authorization header). Connection refused: ``server.stop()`` and keep calling.
+
+Other settings: ``models`` (a list: ``GET .../models`` lists them, OpenAI format; None: 404, a server that lists
+nothing), ``reply`` (a fixed reply text instead of the yes / no, e.g. "The answer is yes."), ``invert`` (answer the
+opposite: a second server that disagrees), ``finish_reason``, ``logprobs_supported`` (a request asking for logprobs
+gets the first token's top_logprobs: the decided word likeliest). Any path ending in /chat/completions is served
+(Azure's /openai/deployments/NAME/chat/completions?api-version=...); ``paths`` records each POST's path and query,
+``headers`` each request's headers (lower-case names), ``bodies`` each POST's JSON body.
 """
 
 from __future__ import annotations
@@ -42,19 +49,37 @@ def decide(prompt: str) -> str:
     return "yes" if any(form.lower() in text for form in label_forms(label.group(1))) else "no"
 
 
+def first_token_logprobs(word: str, top: int) -> dict[str, Any]:
+    """The OpenAI ``logprobs.content[0]`` of a reply starting with ``word``: it is the likeliest token; the other
+    of yes / no (capitalised, as chat models spell it) and a few fillers follow."""
+    other = {"yes": "No", "no": "Yes"}.get(word, "Yes")
+    tops = [{"token": word.capitalize(), "logprob": -0.05}, {"token": "The", "logprob": -3.2},
+            {"token": other, "logprob": -3.9}, {"token": " " + word, "logprob": -6.0}][: max(top, 1)]
+    return {"token": tops[0]["token"], "logprob": tops[0]["logprob"], "top_logprobs": tops}
+
+
 class JudgeServer:
-    def __init__(self, sleep_s: float = 2.0):
+    def __init__(self, sleep_s: float = 2.0, port: int = 0):
         self.faults: list[str] = []
         self.default = "correct"
         self.sleep_s = sleep_s
         self.calls = 0  # chat requests received (every attempt, faults included)
         self.authorization: list[str | None] = []
         self.prompts: list[str] = []
+        self.models: list[str] | None = None
+        self.reply: str | None = None
+        self.invert = False
+        self.finish_reason = "stop"
+        self.logprobs_supported = True
+        self.paths: list[str] = []
+        self.headers: list[dict[str, str]] = []
+        self.bodies: list[dict[str, Any]] = []
+        self.model_lists = 0  # GET .../models requests received
         self._lock = threading.Lock()
         self._release = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
-        self.port = 0
+        self.port = port  # 0: any free port; a given one: a server coming back where a stopped one was
 
     @property
     def base_url(self) -> str:
@@ -69,10 +94,25 @@ class JudgeServer:
             def log_message(self, *args: Any) -> None:  # keep test output quiet
                 pass
 
+            def do_GET(self) -> None:  # noqa: N802
+                with server._lock:
+                    server.headers.append({k.lower(): v for k, v in self.headers.items()})
+                if not self.path.split("?")[0].endswith("/models") or server.models is None:
+                    self._send(404, b'{"error": "not found"}')
+                    return
+                server.model_lists += 1
+                listing = {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "test"}
+                                                      for m in server.models]}
+                self._send(200, json.dumps(listing).encode())
+
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
-                if self.path != "/v1/chat/completions":
+                with server._lock:
+                    server.paths.append(self.path)
+                    server.headers.append({k.lower(): v for k, v in self.headers.items()})
+                    server.bodies.append(body)
+                if not self.path.split("?")[0].endswith("/chat/completions"):
                     self._send(404, b'{"error": "not found"}')
                     return
                 with server._lock:
@@ -96,10 +136,18 @@ class JudgeServer:
                 else:
                     if mode == "sleep":
                         server._release.wait(server.sleep_s)
-                    content = "Maybe." if mode == "maybe" else decide(prompt)
+                    word = decide(prompt)
+                    if server.invert:
+                        word = {"yes": "no", "no": "yes"}.get(word, word)
+                    content = "Maybe." if mode == "maybe" else server.reply if server.reply is not None else word
+                    choice: dict[str, Any] = {"index": 0, "finish_reason": server.finish_reason,
+                                              "message": {"role": "assistant", "content": content}}
+                    if body.get("logprobs") and server.logprobs_supported:
+                        choice["logprobs"] = {"content": [first_token_logprobs(word, int(body.get("top_logprobs")
+                                                                                         or 0))]}
+                    # the model name is echoed back, whatever it was: a server that serves one model under any name
                     reply = {"id": "chatcmpl-test", "object": "chat.completion", "model": body.get("model"),
-                             "choices": [{"index": 0, "finish_reason": "stop",
-                                          "message": {"role": "assistant", "content": content}}],
+                             "choices": [choice],
                              "usage": {"prompt_tokens": 50, "completion_tokens": 1, "total_tokens": 51}}
                     self._send(200, json.dumps(reply).encode())
 
@@ -115,7 +163,7 @@ class JudgeServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout test)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},

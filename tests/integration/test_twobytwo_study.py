@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+from strict_json import assert_strict_json
+
 from unforget.cli import main
 from unforget.runs import read_jsonl
 
@@ -72,6 +74,8 @@ def test_study_runs_end_to_end_and_resumes_one_run(random_llava_dir, tmp_path):
     for name in ("report.html", "report.md", "plots/pareto.png", "plots/sweep-forgetting-e1.png",
                  "plots/hybrid.png", "plots/grid-projector.png", "plots/probe.png"):
         assert (out / name).is_file(), name
+    # every JSON file the study wrote parses strictly: no bare NaN / Infinity (null instead)
+    assert_strict_json(out, at_least=20)
 
     # remove one sweep run's DONE and answers: the rerun evaluates that run again and touches nothing else
     redo = out / "sweep" / "projector-lr0.001-e1"

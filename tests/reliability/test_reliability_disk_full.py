@@ -10,7 +10,7 @@ import os
 import pytest
 import torch
 
-import unforget.runs as runs
+import unforget.runs.io as runs  # the writers live in unforget.runs.io
 from finetune_helpers import build_tiny_llava, register_datasets
 from unforget.cli import main
 from unforget.runs import JsonlAppender, RunDir, atomic_write_json, read_jsonl

@@ -118,7 +118,9 @@ def test_report_files_and_kind_detection(tmp_path):
 
 def test_step_folder_names_and_labels():
     assert step_folder_name(2, "scenes-vqa?qtypes=colour&n_test=5") == "step-2-scenes-vqa-qtypes-colour-n_test-5"
-    assert task_labels(["digits", "jsonl:/d/vqa.jsonl", "a?x=1", "a?x=2"]) == ["digits", "vqa", "a?x=1", "a?x=2"]
+    assert task_labels(["digits", "jsonl:/d/vqa.jsonl", "a?x=1", "a?x=2"]) == ["digits", "vqa.jsonl", "a?x=1",
+                                                                                "a?x=2"]
+    assert task_labels(["mnist-idx:/a/mnist", "mnist-idx:/b/mnist"]) == ["a/mnist", "b/mnist"]
 
 
 # ------------------------------------------------------------------------------------------------- probe

@@ -111,7 +111,7 @@ def test_language_row_is_written_once_and_read_back(tmp_path, monkeypatch):
 
     calls = []
 
-    def fake_items(lm, *, dataset, limit, batch_size):
+    def fake_items(lm, *, dataset, limit, batch_size, sampling, seed):
         calls.append((dataset, limit, batch_size))
         return WORSE
 

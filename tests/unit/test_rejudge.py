@@ -139,7 +139,7 @@ def test_cli_rejudges_an_eval_run_folder(tmp_path, capsys):
     out = tmp_path / "run"
     write_run(out, records, ["scripted", "exact"])
     ScriptedJudge.table = {"seven": True, "no idea": None}
-    assert main(["eval", "--rejudge", "--out", str(out)]) == 0
+    assert main(["eval", "--rejudge", "--out", str(out)]) == 3  # d4 is still unjudged: said, and exit 3
     after = read_jsonl(out / "samples.jsonl")
     assert [r["id"] for r in after] == [r["id"] for r in records]
     assert after[0] == records[0] and after[1]["correct"] is True
@@ -151,7 +151,8 @@ def test_cli_rejudges_an_eval_run_folder(tmp_path, capsys):
     assert digits["unjudged"] == 1 and digits["skipped"] == 1
     assert digits["baselines"] == {"linear-probe": {"accuracy": 0.9}} and digits["seconds"] == 12.5
     assert doc["rejudge"]["sent"] == {"scripted": 2, "exact": 1}
-    assert "still missing" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "1 verdicts unjudged" in text and f"unforget eval --rejudge --out {out}" in text
 
 
 def test_cli_rejudge_needs_an_eval_run_folder(tmp_path, capsys):

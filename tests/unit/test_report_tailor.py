@@ -152,7 +152,7 @@ def test_interval_verdicts():
 
 def test_report_files_and_detection(run):
     files = write_tailor_report(run)
-    assert detect_report_kind(run).name == "tailor"
+    assert detect_report_kind(run).name == "tailor-study"
     assert files.html.is_file() and files.markdown.is_file()
     names = {p.name for p in files.plots}
     assert {"tradeoff-vqa.png", "sparsity-vqa.png"} <= names

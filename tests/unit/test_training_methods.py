@@ -2,6 +2,7 @@
 frozen weights stay bit-identical, trainable ones move, the trainable count is the method's, loss falls."""
 
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -256,8 +257,10 @@ def test_gradient_accumulation_matches_the_larger_batch(model_dir, tmp_path):
 # --------------------------------------------------------------------------------------------- data, state
 def test_training_items_classes_limit_and_round_robin():
     items, _ = training_items(TrainDataConfig(datasets=["ft-colours"], classes=[0, 2], limit=5,
-                                              template="round-robin"))
+                                              template="round-robin", sampling="head"))
     assert [it.sample.label for it in items] == [0, 2, 0, 2, 0]
+    drawn, _ = training_items(TrainDataConfig(datasets=["ft-colours"], classes=[0, 2], limit=5))  # stratified
+    assert len(drawn) == 5 and sorted(Counter(it.sample.label for it in drawn).values()) == [2, 3]
     assert [it.answer for it in items] == ["red", "blue", "red", "blue", "red"]
     assert items[0].question.startswith("What colour") and items[1].question.startswith("Which colour")
     assert "red, green, blue" in items[0].question

@@ -257,7 +257,9 @@ def test_records_are_matched_by_the_dataset_names_in_cells_json(run_dir):
     assert summarise_twobytwo(run_dir)["runs"] == before
 
 
-def test_cells_loading_under_one_name_are_rejected(tmp_path):
+def test_cells_from_files_of_one_name_stay_apart_and_one_reference_twice_is_rejected(tmp_path):
+    """Two jsonl files both named test.jsonl were both recorded as "test" (the folder-name bug of the trustworthy-runs
+    issue): now each cell's records carry its reference; only the very same reference in two cells collides."""
     from PIL import Image
 
     from unforget.runs import RunDir
@@ -272,13 +274,13 @@ def test_cells_loading_under_one_name_are_rejected(tmp_path):
     small = {"id_image_id_text": "scenes-vqa?qtypes=colour&n_train=1&n_test=1",
              "ood_image_id_text": "easy-vqa?qtypes=colour&n_train=1&n_test=1"}
     cfg = from_dict(TwoByTwoConfig, {"cells": {**small, "id_image_ood_text": refs[0], "ood_image_ood_text": refs[1]}})
+    names = write_cell_names(cfg, RunDir(tmp_path / "run"))
+    assert names["id_image_ood_text"] == refs[0] and names["ood_image_ood_text"] == refs[1]
+    saved = json.loads((tmp_path / "run" / "cells.json").read_text())
+    assert saved["ood_image_ood_text"] == {"ref": refs[1], "dataset": refs[1]}
+    cfg.cells.ood_image_ood_text = refs[0]
     with pytest.raises(ConfigError, match="same name"):
         write_cell_names(cfg, RunDir(tmp_path / "run"))
-    cfg.cells.ood_image_ood_text = refs[1] + "?name=b"
-    names = write_cell_names(cfg, RunDir(tmp_path / "run"))
-    assert names["id_image_ood_text"] == "test" and names["ood_image_ood_text"] == refs[1] + "?name=b"
-    saved = json.loads((tmp_path / "run" / "cells.json").read_text())
-    assert saved["ood_image_ood_text"] == {"ref": refs[1] + "?name=b", "dataset": refs[1] + "?name=b"}
 
 
 # ------------------------------------------------------------------------------------------------- probe

@@ -24,8 +24,9 @@ class DatasetRef:
     """A parsed dataset reference: a registered name, ``format:path``, or a dataset YAML file, each optionally
     followed by loader options as a query, ``scenes-vqa?qtypes=colour`` or ``easy-vqa?qtypes=shape,colour&n_test=500``.
 
-    ``ref`` is the reference as written; a dataset loaded with options is named by it, so that two subsets of one
-    base set (two cells of a study) keep their records apart."""
+    ``ref`` is the reference as written; a dataset loaded from a path or with options is named by it, so that two
+    folders with the same last name, or two subsets of one base set (two cells of a study), keep their records
+    apart."""
 
     name: str
     format: str | None = None
@@ -83,7 +84,8 @@ def load_dataset(ref: str, **options: Any) -> ImageDataset:
     or a dataset YAML file (keys: name, format, path, templates, synonyms, class_names, options).
 
     Loader options come from the reference's query (``scenes-vqa?qtypes=colour``) and from ``options``; a key given
-    both ways must have the same value. A dataset loaded with query options is named by the full reference."""
+    both ways must have the same value. A dataset loaded from a path (``format:path``, a YAML file) or with query
+    options is named by the full reference."""
     parsed = parse_dataset_ref(ref)
     for key, value in parsed.options:
         if key in options and options[key] != value:
@@ -98,7 +100,9 @@ def load_dataset(ref: str, **options: Any) -> ImageDataset:
     else:
         ds = DATASETS.get(parsed.name)(**options)
         ds.check_labels()
-    if parsed.options:
+    if parsed.options or parsed.format is not None:
+        # records are keyed by the reference as written, never by a folder's last name: mnist-idx:/a/mnist and
+        # mnist-idx:/b/mnist are two datasets (reports shorten the names for display: reports/names.py)
         ds.name = ref
     return ds
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,27 @@ from ..cli import _split, console, register_verb
 from ..errors import ConfigError
 
 DEFAULT_JUDGES = "exact,embedding"
+EXIT_UNJUDGED = 3  # the command finished, but some verdicts are missing (a judge endpoint down): rejudge later
+
+
+def rejudge_command(folder: str | Path) -> str:
+    return f"unforget eval --rejudge --out {shlex.quote(str(folder))}"
+
+
+def report_unjudged(con: Any, folder: str | Path, unjudged: int | None = None) -> int:
+    """The exit code of a command that wrote answers to ``folder``: 0, or :data:`EXIT_UNJUDGED` with the count of
+    missing verdicts (counted under ``folder`` when not given) and the command that fills them in."""
+    from .rejudge import count_unjudged
+
+    if unjudged is None:
+        unjudged = count_unjudged(folder)
+    if not unjudged:
+        return 0
+    con.print(f"[bold yellow]{unjudged} verdicts unjudged[/] (a judge could not answer: see the log above and each "
+              "record's judgements.<judge>.error). They are not counted as wrong; judge them when the judge is "
+              "back, without generating again:", soft_wrap=True)
+    con.print(f"  {rejudge_command(folder)}", soft_wrap=True, markup=False, highlight=False)
+    return EXIT_UNJUDGED
 
 
 def add_judge(p: argparse.ArgumentParser) -> None:
@@ -54,8 +75,22 @@ def parse_judge_options(pairs: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def validate_identity(gold: Path, names: list[str], options: dict[str, dict[str, Any]],
+                      args: argparse.Namespace) -> dict[str, Any]:
+    """What decides a validation's figures: the gold file's content, each judge's identity, the dataset filter and
+    the interval settings (never a key)."""
+    from ..checks import judge_identity
+    from .judges.base import JUDGES
+
+    for name in names:
+        JUDGES.get(name)
+    return {"gold": {"path": str(gold.resolve()), "sha256": hashlib.sha256(gold.read_bytes()).hexdigest()},
+            "judges": {n: judge_identity(n, options.get(n, {})) for n in names}, "dataset": args.dataset,
+            "confidence": args.confidence, "resamples": args.resamples}
+
+
 def run_judge(args: argparse.Namespace) -> int:
-    from ..runs import RunDir, atomic_write_text
+    from ..runs import atomic_write_text, check_resumable, dumps_strict, prepare_run
     from .judges.validate import build_judges, find_gold_file, gold_records, read_gold, validate_judges
     from .report import run_info
 
@@ -65,6 +100,9 @@ def run_judge(args: argparse.Namespace) -> int:
     options = parse_judge_options(args.judge_options)
     path = find_gold_file(args.gold)
     gold = read_gold(path, dataset=args.dataset)
+    out = Path(args.out or Path("runs") / "judges" / f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    identity = validate_identity(path, names, options, args)
+    check_resumable(out, "judge-validate", identity)  # before any judge is built or called
     judges, unavailable = build_judges(names, options)
     if not judges:
         raise ConfigError("no judge could be built here: " + "; ".join(f"{n}: {why}" for n, why in unavailable.items()))
@@ -78,9 +116,8 @@ def run_judge(args: argparse.Namespace) -> int:
             close = getattr(j, "close", None)
             if callable(close):
                 close()
-    out = Path(args.out or Path("runs") / "judges" / f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
-    run = RunDir(out)
-    atomic_write_text(run.samples_path, "".join(json.dumps(r, ensure_ascii=False) + "\n"
+    run = prepare_run(out, "judge-validate", identity)
+    atomic_write_text(run.samples_path, "".join(dumps_strict(r, ensure_ascii=False) + "\n"
                                                 for r in gold_records(gold, verdicts)))
     run.write_metrics({"run_info": run_info(),
                        "config": {"gold": str(path), "gold_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
@@ -89,7 +126,32 @@ def run_judge(args: argparse.Namespace) -> int:
                        **validation.to_dict()})
     print_validation_table(con, validation)
     con.print(f"-> {run.metrics_path}")
+    unjudged = sum(j.unjudged for j in validation.judges)
+    if unjudged:
+        con.print(f"[bold yellow]{unjudged} verdicts unjudged[/] (a judge could not answer: see the log above and "
+                  f"{run.samples_path.name}); rerun the same `unforget judge validate` command when the judge is "
+                  "back: the answers judged already come from the judge cache.", soft_wrap=True)
+        return EXIT_UNJUDGED
     return 0
+
+
+def record_rejudged_identity(folder: Path, cfg: Any) -> None:
+    """After a rejudge the run's verdicts are the new judges': run.json says so (only the judge fields change; the
+    model and data fingerprints stay those of the run that produced the answers)."""
+    from ..checks import judge_identities
+    from ..config import to_dict
+    from ..runs import read_manifest, write_manifest
+
+    manifest = read_manifest(folder)
+    if manifest is None:
+        return
+    data = to_dict(cfg)
+    manifest.identity["judges"] = judge_identities(data)
+    manifest.identity.setdefault("config", {})["judges"] = list(cfg.judges)
+    from ..checks import identity_config
+
+    manifest.identity["config"]["judge_options"] = identity_config(data.get("judge_options") or {})
+    write_manifest(folder, manifest)
 
 
 def run_rejudge(args: argparse.Namespace, base: dict[str, Any]) -> int:
@@ -120,14 +182,14 @@ def run_rejudge(args: argparse.Namespace, base: dict[str, Any]) -> int:
     with progress_bar() as prog:
         outcome, result = rejudge_run(cfg, run, progress=ProgressTracker(prog))
     run.write_config(cfg)
+    record_rejudged_identity(run.path, cfg)
     run.write_metrics(rejudged_metrics_document(cfg, result, outcome, previous))
     print_eval_table(con, result)
     sent = ", ".join(f"{name} {n}" for name, n in outcome.sent.items())
     still = sum(outcome.still_unjudged.values())
-    con.print(f"rejudged {outcome.touched} of {outcome.records} answers (sent to {sent}); "
-              + (f"[yellow]{still} verdicts still missing: {outcome.still_unjudged}[/] - rerun --rejudge later"
-                 if still else "every answer has a verdict from every judge"))
-    return 0
+    con.print(f"rejudged {outcome.touched} of {outcome.records} answers (sent to {sent})"
+              + ("" if still else "; every answer has a verdict from every judge"))
+    return report_unjudged(con, run.path, still)
 
 
 def _rejudge_study(folder: Path, base: dict[str, Any]) -> int:
@@ -146,7 +208,7 @@ def _rejudge_study(folder: Path, base: dict[str, Any]) -> int:
                   + (f", [yellow]{still} verdicts still missing[/]" if still else ""))
     con.print(f"-> {outcome.report} report rewritten in {folder}" if outcome.report else
               f"[yellow]{folder}: no known study kind; run `unforget report {folder} --kind NAME`[/]")
-    return 0
+    return report_unjudged(con, folder, sum(sum(r.still_unjudged.values()) for r in outcome.folders.values()))
 
 
 def print_validation_table(con: Any, validation: Any) -> None:

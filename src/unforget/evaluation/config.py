@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ..data.sampling import SamplingStrategy
 from ..errors import ConfigError
 
 
@@ -32,7 +33,9 @@ class EvalConfig:
     judges: list[str] = field(default_factory=lambda: ["exact"])  # the first decides; the others are compared
     judge_options: dict[str, dict] = field(default_factory=dict)  # judge name -> constructor options
     template: int = 0  # index into the dataset's prompt templates (0 = the EMT-style one)
-    limit: int | None = None  # first N samples per dataset (deterministic)
+    limit: int | None = None  # N samples per dataset, drawn as ``sampling`` says (None: all)
+    # stratified: a class-stratified sample seeded by ``seed`` (the same for every model, epoch and arm); head: first N
+    sampling: SamplingStrategy = "stratified"
     batch_size: int = 16
     max_new_tokens: int = 16
     caption_max_new_tokens: int = 48  # captioning sets (task caption) need whole sentences
@@ -44,8 +47,8 @@ class EvalConfig:
     skip_bad: bool = False  # record unreadable samples as skipped instead of stopping
     baselines: list[str] = field(default_factory=list)  # vision-encoder baselines: zero-shot, linear-probe
     encoder: str | None = None  # CLIP folder for zero-shot (default: <model>/encoder when shipped)
-    probe_train_limit: int = 2000  # train samples for the linear probe
-    seed: int = 0
+    probe_train_limit: int = 2000  # train samples for the linear probe (drawn as ``sampling`` says)
+    seed: int = 0  # of the samples a limit draws
     out: str | None = None  # run folder; None: runs/eval/<model>-<time>
 
     def validate(self) -> None:
@@ -72,7 +75,9 @@ class ProbeConfig:
     datasets: list[str] = field(default_factory=list)  # empty: the evaluated datasets
     label_set: str | None = None  # whose class names' first tokens are "label tokens"; None: the fine-tuning set
     split: str = "test"
-    limit: int = 32  # probe samples per dataset: the first N of the split, so the set never changes
+    limit: int = 32  # probe samples per dataset, drawn as ``sampling`` says: a seeded sample, so the set never changes
+    sampling: SamplingStrategy = "stratified"  # head: the first N of the split
+    seed: int = 0
     template: int = 0
     batch_size: int = 8
 
@@ -90,7 +95,9 @@ class LanguageConfig:
     intervals over items. Measured only where a "text" set is among the evaluated datasets."""
 
     enabled: bool = True
-    limit: int | None = None  # text-set answers scored (the first N of the test split); None: all
+    limit: int | None = None  # text-set answers scored (a seeded uniform sample of the test split); None: all
+    sampling: SamplingStrategy = "stratified"  # a text set has no classes: stratified is uniform; head: first N
+    seed: int = 0
     batch_size: int = 8
 
     def validate(self) -> None:

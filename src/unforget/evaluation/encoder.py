@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..data import ImageDataset, Sample
+from ..data.sampling import SamplingStrategy, select_split
 from ..errors import BadSampleError, ModelLoadError
 from ..models.loading import LoadedModel
 from ..stats import wilson_interval
@@ -38,6 +39,9 @@ class BaselineResult:
     accuracy_high: float
     n_train: int = 0
     encoder: str = ""
+    # linear probe: test classes without a single training sample (the probe cannot predict them: class-disjoint
+    # splits, or a train limit too small to reach every class)
+    untrained_classes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,8 +108,10 @@ class ZeroShotClassifier:
 
 
 def zero_shot_accuracy(encoder: str, ds: ImageDataset, split: str = "test", limit: int | None = None,
-                       templates: Sequence[str] | None = None, skip_bad: bool = False) -> BaselineResult:
-    samples = ds.split(split)[:limit] if limit else ds.split(split)
+                       templates: Sequence[str] | None = None, skip_bad: bool = False,
+                       sampling: SamplingStrategy = "stratified", seed: int = 0) -> BaselineResult:
+    """On the samples the MLLM answers (the same ``limit``, ``sampling`` and ``seed``)."""
+    samples, _ = select_split(ds, split, limit, strategy=sampling, seed=seed)
     images, labels = _load_images(samples, ds.name, skip_bad)
     clf = ZeroShotClassifier(encoder)
     tpl = templates or getattr(ds, "clip_templates", None) or DEFAULT_TEMPLATES
@@ -138,22 +144,33 @@ def vision_features(lm: LoadedModel, images: Sequence[Any], batch_size: int = 64
 
 def linear_probe_accuracy(lm: LoadedModel, ds: ImageDataset, *, train_split: str = "train", split: str = "test",
                           train_limit: int | None = 2000, limit: int | None = None, seed: int = 0,
-                          skip_bad: bool = False) -> BaselineResult:
+                          skip_bad: bool = False, sampling: SamplingStrategy = "stratified") -> BaselineResult:
+    """Fit on ``train_limit`` samples of ``train_split``, score on the samples the MLLM answers (``limit`` of
+    ``split``), both drawn as ``sampling`` says. Test classes with no training sample are named in a warning and
+    in the result's ``untrained_classes``."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    train = ds.split(train_split)
-    if train_limit and len(train) > train_limit:
-        idx = np.random.default_rng(seed).choice(len(train), train_limit, replace=False)
-        train = [train[i] for i in sorted(idx)]
-    test = ds.split(split)[:limit] if limit else ds.split(split)
+    train, _ = select_split(ds, train_split, train_limit or None, strategy=sampling, seed=seed)
+    test, _ = select_split(ds, split, limit, strategy=sampling, seed=seed)
     x_tr_img, y_tr = _load_images(train, ds.name, skip_bad)
     x_te_img, y_te = _load_images(test, ds.name, skip_bad)
+    untrained = untrained_classes(ds, y_tr, y_te)
+    if untrained:
+        log.warning("linear probe on %s: %d test class(es) have no sample among the %d '%s' samples it trains on, "
+                    "so it can never predict them: %s (class-disjoint splits, or raise probe_train_limit)", ds.name,
+                    len(untrained), len(y_tr), train_split, ", ".join(untrained))
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
     clf.fit(vision_features(lm, x_tr_img), y_tr)
     pred = clf.predict(vision_features(lm, x_te_img))
     hits = int((pred == np.array(y_te)).sum())
     est = wilson_interval(hits, len(y_te))
     return BaselineResult("linear-probe", ds.name, len(y_te), est.value, est.low, est.high, n_train=len(y_tr),
-                          encoder=lm.source)
+                          encoder=lm.source, untrained_classes=untrained)
+
+
+def untrained_classes(ds: ImageDataset, train_labels: Sequence[int], test_labels: Sequence[int]) -> list[str]:
+    """The names of the classes among ``test_labels`` that ``train_labels`` never holds, in class order."""
+    missing = sorted(set(test_labels) - set(train_labels))
+    return [ds.class_names[c] if 0 <= c < len(ds.class_names) else str(c) for c in missing]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from ..data import ImageDataset, Sample, load_dataset
+from ..data.sampling import Sampling, SamplingStrategy, select_split
 from ..errors import BadSampleError, ConfigError
 from ..models.loading import LoadedModel, load_model
 from ..runs import RunDir
@@ -37,6 +38,7 @@ class DatasetResult:
     baselines: dict[str, Any] = field(default_factory=dict)  # "zero-shot" / "linear-probe" -> BaselineResult
     seconds: float = 0.0
     format_knowledge: FormatKnowledgeSplit | None = None  # generate mode with also_rank: why answers are wrong
+    sampling: Sampling | None = None  # how the evaluated samples were drawn from the split
 
 
 @dataclass
@@ -59,6 +61,7 @@ class EvalResult:
                     "baselines": {k: b.to_dict() for k, b in r.baselines.items()},
                     "seconds": r.seconds,
                     **({"format_knowledge": r.format_knowledge.to_dict()} if r.format_knowledge else {}),
+                    **({"sampling": r.sampling.to_dict()} if r.sampling else {}),
                 }
                 for name, r in self.results.items()
             },
@@ -74,9 +77,11 @@ def make_load_model(cfg: ModelConfig) -> LoadedModel:
                       trust_remote_code=cfg.trust_remote_code)
 
 
-def select_samples(ds: ImageDataset, split: str, limit: int | None) -> list[Sample]:
-    samples = ds.split(split)
-    return samples[:limit] if limit else samples
+def select_samples(ds: ImageDataset, split: str, limit: int | None, strategy: SamplingStrategy = "stratified",
+                   seed: int = 0) -> tuple[list[Sample], Sampling]:
+    """The samples a run evaluates (:func:`~unforget.data.sampling.select_split`): the same for every model, epoch
+    and arm, so that paired tests compare like with like."""
+    return select_split(ds, split, limit, strategy=strategy, seed=seed)
 
 
 def evaluate(
@@ -112,7 +117,7 @@ def evaluate(
         for ds_name in cfg.datasets:
             t0 = time.perf_counter()
             ds = load_dataset(ds_name)
-            samples = select_samples(ds, cfg.split, cfg.limit)
+            samples, sampling = select_samples(ds, cfg.split, cfg.limit, cfg.sampling, cfg.seed)
             done = {r["id"]: r for r in existing if r["dataset"] == ds.name}
             todo = [s for s in samples if s.id not in done]
             if progress:
@@ -124,6 +129,7 @@ def evaluate(
             # dataset order, however the records were produced (resumed, sharded): the same metrics either way
             records = [done[s.id] for s in samples if s.id in done]
             results[ds_name] = score_records(ds, records, cfg.judges, list(leak_sets))
+            results[ds_name].sampling = sampling
             if ds.task == "classification":
                 results[ds_name].baselines = encoder_baselines(cfg, lm, ds)
             results[ds_name].seconds = time.perf_counter() - t0
@@ -295,11 +301,12 @@ def encoder_baselines(cfg: EvalConfig, lm: LoadedModel, ds: ImageDataset) -> dic
         if encoder is None:
             log.warning("no CLIP text side for %s: zero-shot baseline skipped (pass --encoder CLIP_FOLDER)", lm.source)
         else:
-            out["zero-shot"] = zero_shot_accuracy(encoder, ds, cfg.split, cfg.limit, skip_bad=cfg.skip_bad)
+            out["zero-shot"] = zero_shot_accuracy(encoder, ds, cfg.split, cfg.limit, skip_bad=cfg.skip_bad,
+                                                  sampling=cfg.sampling, seed=cfg.seed)
     if "linear-probe" in cfg.baselines:
         out["linear-probe"] = linear_probe_accuracy(lm, ds, split=cfg.split, limit=cfg.limit,
                                                     train_limit=cfg.probe_train_limit, seed=cfg.seed,
-                                                    skip_bad=cfg.skip_bad)
+                                                    skip_bad=cfg.skip_bad, sampling=cfg.sampling)
     return out
 
 

@@ -20,6 +20,7 @@ from ..errors import DataError
 from ..stats import Estimate, bootstrap_interval
 
 if TYPE_CHECKING:
+    from ..data.sampling import SamplingStrategy
     from ..models.loading import LoadedModel
 
 TEXT_DATASET = "text"
@@ -200,15 +201,18 @@ def _item_nll(lm: LoadedModel, pairs: Sequence[tuple[str, str]], batch_size: int
 
 
 def language_items(lm: LoadedModel, *, dataset: str = TEXT_DATASET, limit: int | None = None,
-                   batch_size: int = 8) -> LanguageItems:
+                   batch_size: int = 8, sampling: SamplingStrategy = "stratified", seed: int = 0) -> LanguageItems:
     """The per-item pass: each test prompt of ``dataset`` (a "text" set reference) with its reference answer
-    through the chat template, and each held-out text after the tokenizer's BOS."""
+    through the chat template, and each held-out text after the tokenizer's BOS. ``limit`` prompts are drawn as
+    ``sampling`` says (a text set has no classes: a seeded uniform sample, the same for every model, which is what
+    the paired comparison with the base model needs; ``head``: the first N)."""
     from ..data import load_dataset
+    from ..data.sampling import select_split
     from ..data.text import heldout_texts
     from ..models.prompting import build_prompt
 
     ds = load_dataset(dataset)
-    samples = ds.split("test")[:limit] if limit else ds.split("test")
+    samples, _ = select_split(ds, "test", limit, strategy=sampling, seed=seed)
     pairs = [(build_prompt(lm, s.question, with_image=False), ds.reference(s)) for s in samples]
     answers = _item_nll(lm, pairs, batch_size)
     bos = lm.tokenizer.bos_token or ""
@@ -218,6 +222,7 @@ def language_items(lm: LoadedModel, *, dataset: str = TEXT_DATASET, limit: int |
                          heldout_tokens=[n for _, n in held])
 
 
-def language_scores(lm: LoadedModel, *, limit: int | None = None, batch_size: int = 8) -> LanguageScores:
+def language_scores(lm: LoadedModel, *, limit: int | None = None, batch_size: int = 8,
+                    sampling: SamplingStrategy = "stratified", seed: int = 0) -> LanguageScores:
     """Answer log-likelihood on the "text" set's test prompts (through the chat template) and held-out perplexity."""
-    return language_items(lm, limit=limit, batch_size=batch_size).scores()
+    return language_items(lm, limit=limit, batch_size=batch_size, sampling=sampling, seed=seed).scores()

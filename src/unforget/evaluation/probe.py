@@ -1,8 +1,9 @@
 """The judge-free forgetting probe: how far has the model's first answer token moved from the base model's?
 
-On a fixed probe set (the first ``limit`` samples of each chosen dataset's split, image + prompt as the evaluator
-builds them), one forward per sample gives the next-token distribution at the answer position. Against the base
-model's distributions, stored once as safetensors, two numbers per sample:
+On a fixed probe set (``limit`` samples of each chosen dataset's split drawn by ``probe.sampling``, a seeded
+class-stratified sample by default; image + prompt as the evaluator builds them), one forward per sample gives the
+next-token distribution at the answer position. Against the base model's distributions, stored once as
+safetensors, two numbers per sample:
 
 - ``KL(base || current)`` = sum_v p_base(v) (log p_base(v) - log p_current(v)): 0 for the unchanged model, growing
   as fine-tuning moves the answer distribution. No generation, no judge, no parsing - so it cannot be fooled by
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..data.sampling import SamplingStrategy, select_split
 from ..errors import BadSampleError, DataError
 from ..models.loading import LoadedModel
 from ..models.prompting import build_prompt, encode_batch
@@ -114,25 +116,24 @@ def mean_estimate(values: torch.Tensor, confidence: float = 0.95) -> Estimate:
 # --------------------------------------------------------------------------------------------------- the model
 
 
-def probe_samples(datasets: Sequence[str], split: str, limit: int, template: int = 0) -> list[ProbeSample]:
-    """The fixed probe set: the first ``limit`` readable samples of each dataset's split (caption sets included:
-    the probe needs no reference)."""
+def probe_samples(datasets: Sequence[str], split: str, limit: int, template: int = 0,
+                  sampling: SamplingStrategy = "stratified", seed: int = 0) -> list[ProbeSample]:
+    """The fixed probe set: ``limit`` samples of each dataset's split drawn as ``sampling`` says (caption sets
+    included: the probe needs no reference); an unreadable one is left out with a warning, not replaced, so the
+    set stays the one the seed names."""
     from ..data import load_dataset
 
     out: list[ProbeSample] = []
     for ref in datasets:
         ds = load_dataset(ref)
-        taken = 0
-        for s in ds.split(split):
-            if taken >= limit:
-                break
+        chosen, _ = select_split(ds, split, limit, strategy=sampling, seed=seed)
+        for s in chosen:
             try:
                 image = s.load_image(ds.name) if s.image is not None else None
             except BadSampleError as exc:
                 log.warning("probe: %s left out (%s)", s.id, exc)
                 continue
             out.append(ProbeSample(f"{ds.name}/{s.id}", ds.name, ds.question_for(s, template), image))
-            taken += 1
     if not out:
         raise DataError(f"the probe set is empty: no readable sample in split '{split}' of {', '.join(datasets)}")
     return out
@@ -225,7 +226,8 @@ class ForgettingProbe:
     @property
     def samples(self) -> list[ProbeSample]:
         if self._samples is None:
-            self._samples = probe_samples(self.datasets, self.config.split, self.config.limit, self.config.template)
+            c = self.config
+            self._samples = probe_samples(self.datasets, c.split, c.limit, c.template, c.sampling, c.seed)
         return self._samples
 
     def keys(self) -> list[str]:
@@ -250,8 +252,8 @@ class ForgettingProbe:
             logp, keys, _ = load_base(path)
             if keys != self.keys():
                 raise DataError(f"{path} holds base distributions of another probe set ({len(keys)} samples, "
-                                f"{len(self.keys())} now: the probe datasets, split or limit changed); delete it "
-                                "to recompute it from the base model")
+                                f"{len(self.keys())} now: the probe datasets, split, limit or sampling changed); "
+                                "delete it to recompute it from the base model")
             self.base_logp = logp
             return
         self.base_logp = next_token_logprobs(lm, self.samples, self.config.batch_size)

@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 from ..data import ImageDataset, load_dataset
 from ..errors import DataError, UnforgetError
-from ..runs import RunDir
+from ..runs import RunDir, read_jsonl
 from .config import EvalConfig
 from .evaluator import EvalResult, judge_item, score_records, verdict_fields
 from .judges.base import JUDGES, Verdict
@@ -58,6 +58,16 @@ def missing_verdicts(record: dict[str, Any], judge_names: Sequence[str]) -> list
         return []
     judgements = record.get("judgements") or {}
     return [name for name in judge_names if (judgements.get(name) or {}).get("correct") is None]
+
+
+def count_unjudged(folder: str | Path) -> int:
+    """Verdicts missing under ``folder``: over its samples.jsonl and every one below it (a study's evaluations), each
+    judge's verdict with ``correct`` None on a record a judge should have judged. What ``--rejudge`` would ask for
+    again; a resumed run's old failures count too (resuming skips judged-or-not records)."""
+    return sum(1 for path in sorted(Path(folder).rglob("samples.jsonl")) for record in read_jsonl(path)
+               if judgeable(record)
+               for verdict in (record.get("judgements") or {}).values()
+               if isinstance(verdict, dict) and verdict.get("correct") is None)
 
 
 def _datasets_of(records: Sequence[dict[str, Any]], refs: Sequence[str],
@@ -240,13 +250,14 @@ def score_points(records: Sequence[dict[str, Any]], judge_names: Sequence[str], 
 
 
 def _merged(old: dict[str, Any] | None, new: EvalResult) -> dict[str, Any]:
-    """``old`` (an evaluation's figures) with the datasets' figures replaced by ``new``'s; the encoder baselines and
-    timings of the evaluation that produced the answers are carried over, every other key of ``old`` kept."""
+    """``old`` (an evaluation's figures) with the datasets' figures replaced by ``new``'s; the encoder baselines,
+    timings and sampling of the evaluation that produced the answers are carried over, every other key of ``old``
+    kept."""
     old = dict(old or {})
     old_sets = old.get("datasets") or {}
     doc = new.to_dict()
     for name, figures in doc["datasets"].items():
-        for key in ("baselines", "seconds"):
+        for key in ("baselines", "seconds", "sampling"):
             if key in (old_sets.get(name) or {}):
                 figures[key] = old_sets[name][key]
     old["datasets"] = {**old_sets, **doc["datasets"]}

@@ -37,12 +37,12 @@ def eval_metrics_document(cfg: Any, result: EvalResult) -> dict[str, Any]:
 
 def rejudged_metrics_document(cfg: Any, result: EvalResult, rejudge: Any, previous: dict[str, Any] | None
                               ) -> dict[str, Any]:
-    """The metrics document after a rejudge: figures from the rewritten records; the encoder baselines and timings
-    of the evaluation that produced the answers carried over (rejudging does not recompute them)."""
+    """The metrics document after a rejudge: figures from the rewritten records; the encoder baselines, timings
+    and sampling of the evaluation that produced the answers carried over (rejudging does not recompute them)."""
     doc = eval_metrics_document(cfg, result)
     old = (previous or {}).get("datasets") or {}
     for name, figures in doc["datasets"].items():
-        for key in ("baselines", "seconds"):
+        for key in ("baselines", "seconds", "sampling"):
             if key in (old.get(name) or {}):
                 figures[key] = old[name][key]
     doc["rejudge"] = rejudge.to_dict()
@@ -56,7 +56,10 @@ def print_eval_table(con: Any, result: EvalResult) -> None:
     kinds = sorted({k for r in result.results.values() for k in r.baselines})
     for col in ("dataset", "n", "MLLM accuracy", "interval", *kinds, "no-class", "top-1 share", "unjudged", "skipped"):
         table.add_column(col)
+    from ..reports.names import display_names
+
     captions = {name: r for name, r in result.results.items() if hasattr(r.metrics, "cider")}
+    shown = display_names(list(result.results))  # two sets sharing a folder name get distinct labels
     for name, r in result.results.items():
         m = r.metrics
         if name in captions:
@@ -64,7 +67,7 @@ def print_eval_table(con: Any, result: EvalResult) -> None:
         base = [f"{r.baselines[k].accuracy:.3f} [{r.baselines[k].accuracy_low:.2f}, {r.baselines[k].accuracy_high:.2f}]"
                 if k in r.baselines else "-" for k in kinds]
         judged = (f"{m.accuracy:.3f}", f"[{m.accuracy_low:.3f}, {m.accuracy_high:.3f}]") if m.n else ("-", "-")
-        table.add_row(name, str(m.n), *judged, *base,
+        table.add_row(shown[name], str(m.n), *judged, *base,
                       f"{m.no_class_rate:.3f}", f"{m.top1_share:.3f}", str(m.unjudged), str(m.skipped))
     if len(captions) < len(result.results):
         con.print(table)

@@ -9,7 +9,8 @@ from ..cli import console, register_verb
 
 def add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a run folder: runs/emt/<name>, runs/eval/<name>, ...")
-    p.add_argument("--kind", help="the run's kind when it cannot be told from config.yaml (emt, eval, ...)")
+    p.add_argument("--kind", help="the report to write (eval, finetune, emt, ...); default: the kind the folder's "
+                                  "run.json records (guessed from config.yaml for folders without one)")
 
 
 def run_report(args: argparse.Namespace) -> int:

@@ -35,6 +35,7 @@ from ..studies.continual_metrics import continual_metrics_with_intervals
 from .base import REPORTS, ReportKind
 from .document import ReportFiles
 from .emt import judged
+from .names import display_names
 from .probe import probe_mean, probe_row, rank_correlation
 
 log = logging.getLogger(__name__)
@@ -51,10 +52,10 @@ def step_folder_name(index: int, ref: str) -> str:
 
 
 def task_labels(refs: Sequence[str]) -> list[str]:
-    """Short names for tables and plots: a reference without its options and path (``scenes-vqa?n_test=100`` ->
-    ``scenes-vqa``, ``jsonl:/data/vqa.jsonl`` -> ``vqa``); the whole reference where two would look alike."""
-    short = [Path(ref.split("?", 1)[0].split(":", 1)[-1]).stem or ref for ref in refs]
-    return [s if short.count(s) == 1 else ref for s, ref in zip(short, refs)]
+    """Each task's label in tables and plots (:func:`.names.display_names`: ``jsonl:/data/vqa.jsonl`` ->
+    ``vqa.jsonl``, two folders of one name -> ``a/mnist``, ``b/mnist``)."""
+    names = display_names(refs)
+    return [names[ref] for ref in refs]
 
 
 # ------------------------------------------------------------------------------------------------- reading

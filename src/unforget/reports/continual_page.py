@@ -56,13 +56,17 @@ def _facts(summary: dict[str, Any]) -> list[tuple[str, str]]:
     train = summary.get("train") or {}
     strategies = summary["strategies"]
     complete = summary.get("base_done") and strategies and all(s["done"] for s in strategies)
+    # a label that shortens its reference (a path's last folder) is spelled out once
+    aliases = [f"{t['label']} = {t['ref']}" for t in summary["tasks"] if t.get("label") and t["label"] != t["ref"]]
     return [
         ("run folder", summary["run_dir"]),
         ("model", str(summary.get("model"))),
-        ("tasks, in training order", " -> ".join(t["ref"] for t in summary["tasks"])),
+        ("tasks, in training order", " -> ".join(_task_labels(summary))),
+        *([("task references", ", ".join(aliases))] if aliases else []),
         ("strategies", ", ".join(f"{s['name']} ({s['strategy']})" for s in strategies)),
         ("fine-tuning", f"{train.get('method')} {train.get('method_options') or ''}, lr {train.get('lr') or 'default'}"
-                        f", {train.get('epochs')} epoch(s), first {train.get('limit')} training samples per task"),
+                        f", {train.get('epochs')} epoch(s), {train.get('limit')} training samples per task "
+                        f"({train.get('sampling', 'head')} sampling)"),
         ("evaluated on", f"every task's {ev.get('split')} split after every task ({ev.get('mode')} mode, limit "
                          f"{ev.get('limit')}, judges {ev.get('judges')})"),
         ("significance", f"alpha = {summary['alpha']:g}; intervals at {summary['confidence']:.0%}; "

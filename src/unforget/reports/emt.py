@@ -49,6 +49,7 @@ from ..stats import (
 from .base import REPORTS, ReportKind
 from .document import ReportFiles
 from .language import LANGUAGE_FILE, change_sentence, change_verdicts, language_point
+from .names import display_names
 from .probe import probe_mean, rank_correlation
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,14 @@ class EmtRun:
     @property
     def other_datasets(self) -> list[str]:
         return [d for d in self.datasets if d != self.fine_tuning_set]
+
+    @property
+    def names(self) -> dict[str, str]:
+        """Each dataset reference's label in sentences and on the page (:func:`.names.display_names`)."""
+        return display_names([*self.datasets, self.fine_tuning_set])
+
+    def listed(self, datasets: Sequence[str]) -> str:
+        return ", ".join(self.names[d] for d in datasets)
 
 
 def arm_folder_name(name: str, seed: int, seeds: Sequence[int]) -> str:
@@ -648,7 +657,7 @@ def _per_dataset_details(run: EmtRun, before: dict[str, list[dict]], after: dict
         if not a:
             continue
         t = mcnemar_exact(a, b, alpha=run.alpha)
-        lines.append(f"{d}: {what} {t.before} -> {t.after}, change {t.delta.format(3)}, "
+        lines.append(f"{run.names[d]}: {what} {t.before} -> {t.after}, change {t.delta.format(3)}, "
                      f"exact McNemar p={t.p_value:.2g} (n={len(a)})")
     return lines
 
@@ -673,7 +682,7 @@ def _claim_early_helps(run: EmtRun, arm: Arm) -> dict[str, Any]:
         return _claim_dict("early-fine-tuning-helps", _not_shown(claim, "no sample was judged in both evaluations"),
                            arm.label)
     check = _check(claim, before, after, run.alpha, "positive",
-                   f"accuracy on the other datasets ({', '.join(others)})", "epoch 1 - base")
+                   f"accuracy on the other datasets ({run.listed(others)})", "epoch 1 - base")
     return _claim_dict("early-fine-tuning-helps", check, arm.label,
                        _per_dataset_details(run, run.base, arm.epochs[1], others), compared=[0, 1])
 
@@ -699,7 +708,8 @@ def _claim_long_degrades(run: EmtRun, arm: Arm) -> dict[str, Any]:
                f"{accuracy[last]:.3f}): no decline after the peak to test")
         return _claim_dict("long-fine-tuning-degrades", _not_shown(claim, why), arm.label, compared=[best, last])
     before, after = paired_flags(pooled[best], pooled[last])
-    check = _check(claim, before, after, run.alpha, "negative", f"accuracy on the other datasets ({', '.join(others)})",
+    check = _check(claim, before, after, run.alpha, "negative",
+                   f"accuracy on the other datasets ({run.listed(others)})",
                    f"last (epoch {last}) - best (epoch {best})")
     note = (f"The best epoch ({best}) was picked on these same samples, which favours finding a decline; "
             "read a borderline p with that in mind.")
@@ -723,9 +733,11 @@ def leak_datasets(run: EmtRun) -> tuple[list[str], list[str]]:
 
 def _claim_labels_leak(run: EmtRun, arm: Arm) -> dict[str, Any]:
     claim = (f"Fine-tuning ({_who(run, arm)}) makes the model answer other datasets' questions with "
-             f"{run.fine_tuning_set} labels: the label-leak rate rises from the base model to the last epoch")
+             f"{run.names[run.fine_tuning_set]} labels: the label-leak rate rises from the base model to the last "
+             "epoch")
     usable, shared = leak_datasets(run)
-    extra = [f"left out (shares labels with {run.fine_tuning_set}): {', '.join(shared)}"] if shared else []
+    extra = ([f"left out (shares labels with {run.names[run.fine_tuning_set]}): {run.listed(shared)}"]
+             if shared else [])
     if not usable:
         why = "no other dataset whose answers can be told apart from fine-tuning labels was evaluated"
         return _claim_dict("fine-tuning-labels-leak", _not_shown(claim, why), arm.label, extra)
@@ -739,7 +751,7 @@ def _claim_labels_leak(run: EmtRun, arm: Arm) -> dict[str, Any]:
         return _claim_dict("fine-tuning-labels-leak", _not_shown(claim, "no sample was judged in both evaluations"),
                            arm.label, extra)
     check = _check(claim, before, after, run.alpha, "positive",
-                   f"share of answers naming {run.fine_tuning_set} labels on {', '.join(usable)}",
+                   f"share of answers naming {run.names[run.fine_tuning_set]} labels on {run.listed(usable)}",
                    f"last (epoch {last}) - base")
     details = extra + _per_dataset_details(run, run.base, arm.epochs[last], usable, "leak", "label-leak rate")
     return _claim_dict("fine-tuning-labels-leak", check, arm.label, details, compared=[0, last])
@@ -760,7 +772,7 @@ def _claim_projector_retains(run: EmtRun, projector: Arm, lora: Arm) -> dict[str
     if not before:
         return _claim_dict("projector-retains-more", _not_shown(claim, "the two arms share no judged sample"), arms)
     check = _check(claim, before, after, run.alpha, "positive",
-                   f"accuracy on the other datasets ({', '.join(others)}), {lora.name} (epoch {lora.last_epoch}) "
+                   f"accuracy on the other datasets ({run.listed(others)}), {lora.name} (epoch {lora.last_epoch}) "
                    f"vs {projector.name} (epoch {projector.last_epoch})", f"{projector.name} - {lora.name}")
     return _claim_dict("projector-retains-more", check, arms, _per_dataset_details(run, lo, pr, others),
                        compared=[lora.last_epoch, projector.last_epoch])

@@ -27,8 +27,10 @@ from .plots import (
     confusion_panel,
     heatmap,
     line_plot,
+    moving_average,
 )
 from .language import LANGUAGE_COLUMNS, language_panels, language_table_cells
+from .names import display_names, named_refs
 from .probe import correlation_sentence, scatter_panel
 
 SHARE_RANGE = (-0.03, 1.03)  # y range of shares: a curve at 0 or 1 stays visible off the frame
@@ -77,7 +79,7 @@ def build_emt_report(summary: dict[str, Any]) -> Report:
 
 def _facts(summary: dict[str, Any]) -> list[tuple[str, str]]:
     ev = summary.get("eval") or {}
-    ft = summary["fine_tuning_set"]
+    ft = _name(summary, summary["fine_tuning_set"])
     if summary.get("classes"):
         ft += f" (classes {summary['classes']} only)"
     arms = summary["arms"]
@@ -87,7 +89,7 @@ def _facts(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ("run folder", summary["run_dir"]),
         ("model", str(summary.get("model"))),
         ("fine-tuning set", ft),
-        ("evaluated on", ", ".join(summary["datasets"])
+        ("evaluated on", named_refs(summary["datasets"], _names(summary))
          + f" ({ev.get('split')} split, {ev.get('mode')} mode, limit {ev.get('limit')}, judges {ev.get('judges')})"),
         ("arms", ", ".join(f"{a['folder']} ({a['method']}, epochs {a['last_epoch']})" for a in arms) or "none yet"),
         ("seeds", ", ".join(str(s) for s in summary["seeds"])),
@@ -147,7 +149,8 @@ def _forgetting_section(summary: dict[str, Any], colours: dict[str, str]) -> Sec
                          "forgetting = base - last", "McNemar p", "paired n"], rows,
                         f"Accuracy with {summary['confidence']:.0%} Wilson intervals. Forgetting is paired on the "
                         "samples judged in both evaluations (Newcombe interval, exact McNemar p); positive = forgot."))
-    base_rows = [[d, BASELINE_NAMES.get(k, k), format_estimate(b), str(b.get("n")), str(b.get("n_train") or "-")]
+    base_rows = [[_name(summary, d), BASELINE_NAMES.get(k, k), format_estimate(b), str(b.get("n")),
+                  str(b.get("n_train") or "-")]
                  for d, kinds in (summary.get("baselines") or {}).items() for k, b in kinds.items()]
     if base_rows:
         blocks.append(Table(["dataset", "baseline", "accuracy", "n", "train samples"], base_rows,
@@ -159,7 +162,7 @@ def _seeds_section(summary: dict[str, Any]) -> Section:
     rows = []
     for method, group in summary["seed_summaries"].items():
         for d, figs in group["datasets"].items():
-            rows.append([d, method, str(len(group["seeds"])), _seed_text(figs.get("best")),
+            rows.append([_name(summary, d), method, str(len(group["seeds"])), _seed_text(figs.get("best")),
                          _seed_text(figs.get("last")), _seed_text(figs.get("forgetting"))])
     return Section("Spread over seeds", [
         Paragraph("Mean, sample sd and [min, max] over training seeds: how much another seed would move a figure. "
@@ -170,7 +173,7 @@ def _seeds_section(summary: dict[str, Any]) -> Section:
 
 
 def _leak_section(summary: dict[str, Any], colours: dict[str, str]) -> Section:
-    ft = summary["fine_tuning_set"]
+    ft = _name(summary, summary["fine_tuning_set"])
     others = summary["other_datasets"]
     if not others:
         return Section("Hallucinated fine-tuning labels",
@@ -194,7 +197,8 @@ def _concentration_section(summary: dict[str, Any], colours: dict[str, str]) -> 
                  "Top row: share of class-naming answers on the most predicted class (1 = every answer is one class). "
                  "Bottom row: entropy of the predicted-class histogram / log2(number of classes) (0 = one class, "
                  "1 = uniform), with bootstrap intervals. Class counts used: "
-                 + ", ".join(f"{d} {n}" for d, n in summary["class_counts"].items() if d not in text_sets) + ".")
+                 + ", ".join(f"{_name(summary, d)} {n}" for d, n in summary["class_counts"].items()
+                             if d not in text_sets) + ".")
     no_class = Figure("no_class", line_plot(_curve_panels(summary, "no_class_rate", datasets, "no-class rate",
                                                           SHARE_RANGE),
                                             title="Answers naming no class vs epoch", colours=colours),
@@ -241,7 +245,8 @@ def _probe_section(summary: dict[str, Any], colours: dict[str, str]) -> Section:
     probe = summary["probe"]
     multi = len(summary["seeds"]) > 1
     label_of = {a["folder"]: (a["folder"] if multi else a["name"]) for a in summary["arms"]}
-    kl_panel = LinePanel(f"KL on {', '.join(probe['datasets'])}", [], ylabel="KL(base || current), nats",
+    kl_panel = LinePanel(f"KL on {', '.join(_name(summary, d) for d in probe['datasets'])}", [],
+                         ylabel="KL(base || current), nats",
                          xlabel="epoch", integer_x=True)
     mass_panel = LinePanel(f"mass on {probe.get('label_set') or 'label'} tokens", [], ylabel="probability",
                            xlabel="epoch", ylim=SHARE_RANGE, integer_x=True)
@@ -284,7 +289,8 @@ def _language_section(summary: dict[str, Any], colours: dict[str, str]) -> Secti
     else:
         blocks.append(Paragraph("No fine-tuned epoch has language scores yet."))
     blocks.append(Figure("language", line_plot(language_panels(lang["curves"], label_of),
-                                               title=f"Language without images ({lang['dataset']} set)",
+                                               title=f"Language without images ({_name(summary, lang['dataset'])} "
+                                                     "set)",
                                                colours=colours, ncols=2),
                          "Left: perplexity of held-out prose (never trained on), exp of the mean per-token negative "
                          "log-likelihood. Right: mean per-token log-likelihood of the text set's reference answers "
@@ -293,7 +299,8 @@ def _language_section(summary: dict[str, Any], colours: dict[str, str]) -> Secti
     rows = [[label_of.get(folder, folder), str(p["epoch"]), *language_table_cells(p)]
             for folder, curve in lang["curves"].items() for p in curve]
     blocks.append(Table(["arm", "epoch", *LANGUAGE_COLUMNS], rows,
-                        f"Text accuracy: the judged answers on {lang['dataset']} ({confidence} Wilson interval). "
+                        f"Text accuracy: the judged answers on {_name(summary, lang['dataset'])} ({confidence} "
+                        "Wilson interval). "
                         "Log-likelihood in nats per answer token. Changes are epoch - base model on the same "
                         f"answers and texts, with {confidence} paired bootstrap intervals; forgetting shows as "
                         "log-likelihood down and perplexity up."))
@@ -301,7 +308,7 @@ def _language_section(summary: dict[str, Any], colours: dict[str, str]) -> Secti
 
 
 def _class_subset_section(summary: dict[str, Any], colours: dict[str, str]) -> Section:
-    ft = summary["fine_tuning_set"]
+    ft = _name(summary, summary["fine_tuning_set"])
     panels = [LinePanel("held-in classes", [], ylabel="accuracy", xlabel="epoch", ylim=SHARE_RANGE, integer_x=True),
               LinePanel("held-out classes", [], ylabel="accuracy", xlabel="epoch", ylim=SHARE_RANGE, integer_x=True),
               LinePanel("held-out: share on one class", [], ylabel="share of held-out samples", xlabel="epoch",
@@ -343,9 +350,10 @@ def _confusion_section(summary: dict[str, Any]) -> Section:
                 continue
             panels = [p if p.row_labels else _empty_panel(p.title) for p in panels]
             name = figure_name(f"confusion-{arm['folder']}-{c['dataset']}")
-            png = heatmap(panels, title=f"{c['dataset']} ({c['role']}): before and after fine-tuning",
+            label = _name(summary, c["dataset"])
+            png = heatmap(panels, title=f"{label} ({c['role']}): before and after fine-tuning",
                           colorbar_label="share of the true class")
-            blocks.append(Figure(name, png, f"{c['dataset']}, {c['role']}: rows are true classes, columns the class "
+            blocks.append(Figure(name, png, f"{label}, {c['role']}: rows are true classes, columns the class "
                                             "the answer named (<none>: no class); cells count samples, colour is "
                                             "the row share."))
     return Section("Confusion matrices", blocks)
@@ -357,8 +365,10 @@ def _alignment_section(summary: dict[str, Any], colours: dict[str, str]) -> Sect
         return Section("Visual-text alignment", [])
     cos_panels, top_panels = [], []
     for d in datasets:
-        cos = LinePanel(d, [], ylabel="cosine(image, true class name)", xlabel="epoch", integer_x=True)
-        top = LinePanel(d, [], ylabel="best-aligned name is true", xlabel="epoch", ylim=SHARE_RANGE, integer_x=True)
+        cos = LinePanel(_name(summary, d), [], ylabel="cosine(image, true class name)", xlabel="epoch",
+                        integer_x=True)
+        top = LinePanel(_name(summary, d), [], ylabel="best-aligned name is true", xlabel="epoch", ylim=SHARE_RANGE,
+                        integer_x=True)
         for arm in summary["arms"]:
             pts = arm["alignment"].get(d) or []
             if pts:
@@ -385,7 +395,7 @@ def _training_section(summary: dict[str, Any], colours: dict[str, str]) -> Secti
             series.append(Series(arm["name"], loss["epoch"], loss["loss"], marker="" if smooth else "o",
                                  emphasis=not smooth))
             if smooth:
-                series.append(Series(arm["name"], loss["epoch"], _moving_average(loss["loss"]), marker=""))
+                series.append(Series(arm["name"], loss["epoch"], moving_average(loss["loss"]), marker=""))
         t = arm.get("train") or {}
         rows.append([arm["folder"], arm["method"], str(t.get("global_step", "-")), str(t.get("epochs_done", "-")),
                      f"{t['trainable_parameters']:,} of {t['total_parameters']:,}"
@@ -409,7 +419,8 @@ def _per_epoch_section(summary: dict[str, Any]) -> Section:
         for d in summary["datasets"]:
             for p in arm["curves"][d]:
                 top = format_estimate(p["top1_share"])
-                rows.append([arm["folder"], d, str(p["epoch"]), str(p["n"]), format_estimate(p["accuracy"]),
+                rows.append([arm["folder"], _name(summary, d), str(p["epoch"]), str(p["n"]),
+                             format_estimate(p["accuracy"]),
                              format_estimate(p["leak_rate"]) if d != summary["fine_tuning_set"] else "-",
                              format_estimate(p["no_class_rate"]),
                              f"{top} ({p['top1_class']})" if p["top1_class"] is not None else top,
@@ -438,8 +449,18 @@ def _method_section(summary: dict[str, Any]) -> Section:
 # ------------------------------------------------------------------------------------------------- helpers
 
 
+def _names(summary: dict[str, Any]) -> dict[str, str]:
+    """The label of each dataset reference on the page (:func:`.names.display_names`)."""
+    return display_names([*summary["datasets"], summary["fine_tuning_set"]])
+
+
+def _name(summary: dict[str, Any], dataset: str) -> str:
+    return _names(summary).get(dataset, dataset)
+
+
 def _dataset_label(summary: dict[str, Any], dataset: str) -> str:
-    return f"{dataset} (fine-tuning set)" if dataset == summary["fine_tuning_set"] else dataset
+    name = _name(summary, dataset)
+    return f"{name} (fine-tuning set)" if dataset == summary["fine_tuning_set"] else name
 
 
 def _series(label: str, points: Sequence[dict[str, Any]], key: str) -> Series:
@@ -492,16 +513,6 @@ def _seed_text(s: dict[str, Any] | None) -> str:
         return "-"
     sd = "-" if s.get("std") is None else format_number(s["std"])
     return f"{format_number(s['mean'])} +/- {sd} [{format_number(s['min'])}, {format_number(s['max'])}]"
-
-
-def _moving_average(values: Sequence[float | None], window: int = 0) -> list[float | None]:
-    vals = [v for v in values]
-    window = window or max(3, len(vals) // 25)
-    out: list[float | None] = []
-    for i in range(len(vals)):
-        chunk = [v for v in vals[max(0, i - window + 1): i + 1] if v is not None]
-        out.append(sum(chunk) / len(chunk) if chunk else None)
-    return out
 
 
 def _empty_panel(title: str) -> HeatmapPanel:

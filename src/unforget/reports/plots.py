@@ -85,6 +85,17 @@ class BarSeries:
     high: Sequence[float | None] | None = None
 
 
+def moving_average(values: Sequence[float | None], window: int = 0) -> list[float | None]:
+    """Trailing mean over ``window`` values (default: a 25th of the series, at least 3); missing values skipped."""
+    vals = list(values)
+    window = window or max(3, len(vals) // 25)
+    out: list[float | None] = []
+    for i in range(len(vals)):
+        chunk = [v for v in vals[max(0, i - window + 1): i + 1] if v is not None]
+        out.append(sum(chunk) / len(chunk) if chunk else None)
+    return out
+
+
 def colour_map(labels: Sequence[str]) -> dict[str, str]:
     """A stable colour per label (first seen, first colour), shared by every panel of a figure."""
     out: dict[str, str] = {}

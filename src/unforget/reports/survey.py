@@ -22,6 +22,7 @@ from .document import (
     format_interval,
     write_report,
 )
+from .names import display_names, named_refs
 from .plots import BarSeries, bar_chart
 
 KINDS = (("mllm", "MLLM"), ("zero-shot", "encoder zero-shot"), ("linear-probe", "encoder linear probe"))
@@ -58,9 +59,10 @@ def build_survey_report(run_dir: str | Path) -> Report:
     table = read_json(run_dir / "metrics.json")
     rows: list[dict[str, Any]] = table.get("rows") or []
     settings = config.get("eval") or {}
+    names = display_names([*(table.get("datasets") or []), *(str(r["dataset"]) for r in rows)])
     report = Report(title=f"EMT survey: {config.get('name', 'survey')}", facts=[
         ("run folder", str(run_dir)), ("models", ", ".join(table.get("models") or [])),
-        ("datasets", ", ".join(table.get("datasets") or [])),
+        ("datasets", named_refs(table.get("datasets") or [], names)),
         ("settings", f"{settings.get('split')} split, {settings.get('mode')} mode, limit {settings.get('limit')}, "
                      f"linear probe on {settings.get('probe_train_limit')} train images"),
     ])
@@ -71,7 +73,7 @@ def build_survey_report(run_dir: str | Path) -> Report:
         "95% intervals. An MLLM below its encoder has not kept what its encoder sees.")])
     section.blocks.append(Table(
         ["model", "dataset", "n", *[label for _, label in KINDS]],
-        [[r["model"], r["dataset"], str(r.get("n", "")), *[_cell(r, k) for k, _ in KINDS]] for r in rows],
+        [[r["model"], names[str(r["dataset"])], str(r.get("n", "")), *[_cell(r, k) for k, _ in KINDS]] for r in rows],
         caption="accuracy [95% interval]; '-': not available (no text side for zero-shot, or not a "
                 "classification set)"))
     gaps = _gap_sentence(rows)
@@ -87,7 +89,8 @@ def build_survey_report(run_dir: str | Path) -> Report:
                                     [(r.get(kind) or {}).get("low") for r in mine],
                                     [(r.get(kind) or {}).get("high") for r in mine]))
         if series:
-            png = bar_chart([r["dataset"] for r in mine], series, title=f"{model}: MLLM vs its vision encoder",
+            png = bar_chart([names[str(r["dataset"])] for r in mine], series,
+                            title=f"{model}: MLLM vs its vision encoder",
                             ylabel="accuracy", ylim=(0.0, 1.05))
             section.blocks.append(Figure(figure_name(f"survey-{model}"), png,
                                          caption=f"{model}: accuracy per dataset, MLLM and encoder baselines"))

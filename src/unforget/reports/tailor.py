@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -47,6 +47,7 @@ from .document import (
     format_number,
     write_report,
 )
+from .names import display_names, named_refs
 from .plots import LinePanel, ReferenceLine, Series, line_plot
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,11 @@ class TailorStudyRun:
     @property
     def groups(self) -> list[str]:
         return list(dict.fromkeys(r.group for r in self.runs))
+
+    @property
+    def names(self) -> dict[str, str]:
+        """Each dataset reference's label on the page (:func:`.names.display_names`)."""
+        return display_names([*self.original, *self.targets.values()])
 
 
 def _by_dataset(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -172,8 +178,10 @@ def score_estimate(records: Sequence[dict[str, Any]], alpha: float) -> dict[str,
 
 
 def relative_score(reference: Evaluation, other: Evaluation, datasets: Sequence[str],
-                   alpha: float) -> dict[str, Any]:
-    """``other`` as a share of ``reference`` on ``datasets``: per dataset and pooled (see the module doc)."""
+                   alpha: float, names: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``other`` as a share of ``reference`` on ``datasets``: per dataset and pooled (see the module doc).
+    ``names``: the datasets' labels in the notes (default: the references)."""
+    names = names or {}
     per_dataset: dict[str, Any] = {}
     pooled_ref: list[np.ndarray] = []
     pooled_other: list[np.ndarray] = []
@@ -183,11 +191,11 @@ def relative_score(reference: Evaluation, other: Evaluation, datasets: Sequence[
                                  sample_scores(other.records.get(d, [])))
         if ref.size == 0:
             per_dataset[d] = None
-            notes.append(f"{d}: no sample scored by both models")
+            notes.append(f"{names.get(d, d)}: no sample scored by both models")
             continue
         if ref.mean() == 0:
             per_dataset[d] = None
-            notes.append(f"{d}: the {reference.label} model scores 0, so a share of it is undefined")
+            notes.append(f"{names.get(d, d)}: the {reference.label} model scores 0, so a share of it is undefined")
             continue
         per_dataset[d] = retention(ref, oth, confidence=1.0 - alpha).to_dict()
         pooled_ref.append(ref / ref.mean())
@@ -223,7 +231,8 @@ def _group_targets(run: TailorStudyRun, group: str) -> list[str]:
 
 def _reach(run: TailorStudyRun, other: Evaluation, targets: Sequence[str]) -> dict[str, Any]:
     """Reach on each target (against its own fine-tuned model) and pooled over the group's targets."""
-    per_target = {t: relative_score(run.finetuned[t], other, [run.targets[t]], run.alpha) for t in targets}
+    per_target = {t: relative_score(run.finetuned[t], other, [run.targets[t]], run.alpha, run.names)
+                  for t in targets}
     pooled_ref, pooled_other = [], []
     for t in targets:
         d = run.targets[t]
@@ -250,7 +259,7 @@ def _run_row(run: TailorStudyRun, sub: TailoredRun) -> dict[str, Any]:
         "group": sub.group, "folder": sub.label, "name": sub.name, "method": sub.method, "sparsity": sub.sparsity,
         "done": sub.done, "changed_fraction": json_float(summary.get("changed_fraction")),
         "options": summary.get("options"), "seconds": summary.get("seconds"),
-        "retention": relative_score(run.base, sub, run.original, run.alpha),
+        "retention": relative_score(run.base, sub, run.original, run.alpha, run.names),
         "reach": _reach(run, sub, targets),
         "scores": _scores(run, sub, datasets),
     }
@@ -261,7 +270,7 @@ def _headline(run: TailorStudyRun, group: str, rows: list[dict[str, Any]]) -> li
     limit, keep, reach = float(head.get("sparsity", 0.1)), float(head.get("keep", 0.99)), float(head.get("reach", 0.97))
     who = "every target at once" if group == MULTI else f"target {group}"
     keep_claim = (f"Model Tailor ({who}) at sparsity <= {100 * limit:g}% keeps >= {100 * keep:g}% of the base "
-                  f"model's performance on the original tasks ({', '.join(run.original)})")
+                  f"model's performance on the original tasks ({', '.join(run.names[d] for d in run.original)})")
     reach_claim = (f"Model Tailor ({who}) at sparsity <= {100 * limit:g}% reaches >= {100 * reach:g}% of the "
                    "fine-tuned model's performance on the target task"
                    + ("s" if group == MULTI else ""))
@@ -276,7 +285,7 @@ def _headline(run: TailorStudyRun, group: str, rows: list[dict[str, Any]]) -> li
     at = f"at {100 * row['sparsity']:g}% ({row['folder']})"
     keep_check = at_least(keep_claim, row["retention"]["pooled"], keep, f"retention {at}")
     reach_check = at_least(reach_claim, row["reach"]["pooled"], reach, f"reach {at}")
-    details_keep = [f"{d}: {format_estimate(e)}" for d, e in row["retention"]["per_dataset"].items()]
+    details_keep = [f"{run.names.get(d, d)}: {format_estimate(e)}" for d, e in row["retention"]["per_dataset"].items()]
     details_reach = [f"{t}: {format_estimate(e)}" for t, e in row["reach"]["per_target"].items()]
     return [{"group": group, "id": "keep", "sparsity": row["sparsity"], **keep_check.to_dict(),
              "details": details_keep + row["retention"]["notes"]},
@@ -290,8 +299,10 @@ def summarise_tailor(run_dir: str | Path) -> dict[str, Any]:
     all_sets = [*run.original, *run.targets.values()]
     finetuned = {}
     for t, ev in run.finetuned.items():
-        finetuned[t] = {"done": ev.done, "retention": relative_score(run.base, ev, run.original, run.alpha),
-                        "gain_over_base": relative_score(run.base, ev, [run.targets[t]], run.alpha)["pooled"],
+        finetuned[t] = {"done": ev.done,
+                        "retention": relative_score(run.base, ev, run.original, run.alpha, run.names),
+                        "gain_over_base": relative_score(run.base, ev, [run.targets[t]], run.alpha,
+                                                         run.names)["pooled"],
                         "scores": _scores(run, ev, [*run.original, run.targets[t]])}
     groups = {}
     claims = []
@@ -357,10 +368,14 @@ def _sparsity_label(row: dict[str, Any]) -> str:
     return f"{100 * row['sparsity']:g}%" if row.get("sparsity") is not None else "-"
 
 
+def _names(summary: dict[str, Any]) -> dict[str, str]:
+    return display_names([*summary["original"], *summary["targets"].values()])
+
+
 def _group_title(group: str, summary: dict[str, Any]) -> str:
     if group == MULTI:
         return "All targets at once: " + ", ".join(summary["groups"][group]["targets"])
-    return f"Target {group} ({summary['targets'][group]})"
+    return f"Target {group} ({_names(summary)[summary['targets'][group]]})"
 
 
 def _tradeoff_figure(group: str, data: dict[str, Any], summary: dict[str, Any]) -> Figure | Paragraph:
@@ -428,8 +443,9 @@ def _sparsity_figure(group: str, data: dict[str, Any], summary: dict[str, Any]) 
 def _group_table(group: str, data: dict[str, Any], summary: dict[str, Any]) -> Table:
     targets = data["targets"]
     target_sets = [summary["targets"][t] for t in targets]
+    names = _names(summary)
     columns = ["model", "sparsity", "changed", "original tasks (% of base)", "target (% of fine-tuned)",
-               *summary["original"], *target_sets]
+               *[names[d] for d in [*summary["original"], *target_sets]]]
     rows = [["base", "-", "0%", "100%", _pct(data["base_reach"]["pooled"]),
              *[format_estimate(summary["base"]["scores"].get(d)) for d in [*summary["original"], *target_sets]]]]
     for t in targets:
@@ -460,14 +476,18 @@ def _cost_table(summary: dict[str, Any]) -> Table:
 
 
 def build_tailor_report(summary: dict[str, Any]) -> Report:
+    refs = [*summary["original"], *summary["targets"].values()]
+    names = _names(summary)
     report = Report(title=f"Model Tailor study: {summary['name']}", facts=[
         ("run folder", summary["run_dir"]), ("model", str(summary["model"])),
-        ("original tasks", ", ".join(summary["original"])),
-        ("targets", ", ".join(f"{t} ({d})" for t, d in summary["targets"].items())),
+        ("original tasks", ", ".join(names[d] for d in summary["original"])),
+        ("targets", ", ".join(f"{t} ({names[d]})" for t, d in summary["targets"].items())),
         ("sparsities", ", ".join(f"{100 * s:g}%" for s in summary.get("sparsities") or [])),
         ("evaluation", f"{summary['eval'].get('split')} split, limit {summary['eval'].get('limit')}, "
                        f"{summary['eval'].get('mode')} mode"),
     ])
+    if any(names[d] != d for d in refs):
+        report.facts.insert(4, ("dataset references", named_refs(refs, names)))
     claims = [Claim(c["claim"], c["verdict"], c["evidence"], list(c.get("details") or [])) for c in summary["claims"]]
     report.sections.append(Section("Headline", [
         Paragraph("Model Tailor (arXiv 2402.12048) reports that grafting at most 10% of the fine-tuned weights onto "
@@ -500,9 +520,10 @@ def write_tailor_report(run_dir: str | Path) -> ReportFiles:
     return write_report(build_tailor_report(summary), run_dir)
 
 
-def is_tailor_run(run_dir: Path, config: dict[str, Any]) -> bool:
+def is_tailor_study(run_dir: Path, config: dict[str, Any]) -> bool:
     return "targets" in config and "sparsities" in config and "headline" in config
 
 
-REPORTS.register("tailor", ReportKind("tailor", write_tailor_report, is_tailor_run, "an `unforget study tailor` run"),
+REPORTS.register("tailor-study", ReportKind("tailor-study", write_tailor_report, is_tailor_study,
+                                            "an `unforget study tailor` run"),
                  description="tailor study: retention vs reach per method and sparsity, headline verdicts")

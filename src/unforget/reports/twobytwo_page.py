@@ -22,6 +22,7 @@ from .document import (
 )
 from .plots import DPI, PALETTE, HeatmapPanel, LinePanel, ReferenceLine, Series, colour_map, heatmap, line_plot
 from .language import LANGUAGE_COLUMNS, language_table_cells
+from .names import display_names
 from .probe import correlation_sentence, scatter_panel
 from .twobytwo import CELL_KEYS, CELL_LABELS
 
@@ -300,7 +301,8 @@ def _language_section(summary: dict[str, Any]) -> Section:
         rows.append([p["name"], str(p["epoch"]), *language_table_cells(p),
                      format_estimate(p.get("accuracy_change"))])
     blocks.append(Table(["run", "epochs", *LANGUAGE_COLUMNS, "change in text accuracy"], rows,
-                        f"The {lang['dataset']} set (no image), evaluated beside the four cells. Text accuracy: judged "
+                        f"The {display_names([lang['dataset']])[lang['dataset']]} set (no image), evaluated beside "
+                        "the four cells. Text accuracy: judged "
                         f"answers, {confidence} Wilson interval; its change: tuned - base on the same prompts "
                         "(Newcombe interval). Log-likelihood of the reference answers in nats per token and perplexity "
                         f"of held-out prose, teacher-forced, with {confidence} percentile bootstrap intervals over "

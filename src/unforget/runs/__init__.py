@@ -10,12 +10,12 @@
 from .io import (JsonlAppender, RunDir, atomic_write_bytes, atomic_write_json, atomic_write_text, dumps_strict,
                  iter_jsonl, read_json, read_jsonl, strict_json)
 from .layout import CONFIG, DONE, MANIFEST, METRICS, SAMPLES
-from .manifest import (RunIdentityError, RunManifest, check_resumable, clear_run, ensure_manifest, prepare_run,
-                       read_manifest, write_manifest)
+from .manifest import (RunIdentityError, RunManifest, check_resumable, clear_run, ensure_manifest, new_manifest,
+                       prepare_run, read_manifest, sub_run, write_manifest)
 
 __all__ = [
     "CONFIG", "DONE", "MANIFEST", "METRICS", "SAMPLES", "JsonlAppender", "RunDir", "RunIdentityError", "RunManifest",
     "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "check_resumable", "clear_run", "dumps_strict",
-    "ensure_manifest",
-    "iter_jsonl", "prepare_run", "read_json", "read_jsonl", "read_manifest", "strict_json", "write_manifest",
+    "ensure_manifest", "new_manifest",
+    "iter_jsonl", "prepare_run", "read_json", "read_jsonl", "read_manifest", "strict_json", "sub_run", "write_manifest",
 ]

@@ -14,8 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..config import dump_yaml
+from ..config import dump_yaml, to_dict
 from ..errors import DataError
+from .secrets import redact_secrets
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,9 @@ def dumps_strict(obj: Any, **kwargs: Any) -> str:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, dumps_strict(obj, indent=2, sort_keys=False) + "\n")
+    """``obj`` as strict JSON, its secrets redacted (:mod:`.secrets`: a judge's key in a config never lands on disk)."""
+    atomic_write_text(path, dumps_strict(redact_secrets(strict_json(obj), everywhere=False), indent=2,
+                                         sort_keys=False) + "\n")
 
 
 def _json_default(obj: Any) -> Any:
@@ -176,7 +179,8 @@ class RunDir:
         return self.path / "metrics.json"
 
     def write_config(self, config: Any) -> None:
-        atomic_write_text(self.path / "config.yaml", dump_yaml(config))
+        """config.yaml, its secrets redacted (:mod:`.secrets`)."""
+        atomic_write_text(self.path / "config.yaml", dump_yaml(redact_secrets(to_dict(config))))
 
     def write_metrics(self, metrics: Any) -> None:
         atomic_write_json(self.metrics_path, metrics)

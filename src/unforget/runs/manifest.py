@@ -17,14 +17,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import UnforgetError
+from ..errors import ConfigError
 from .io import RunDir, atomic_write_json, read_json, strict_json
 from .layout import CONFIG, MANIFEST
 
 SCHEMA = 1
 
 
-class RunIdentityError(UnforgetError):
+class RunIdentityError(ConfigError):
     """A run folder holds a different run than the one asked for (or one whose identity is unknown)."""
 
 
@@ -122,7 +122,8 @@ def check_resumable(folder: str | Path, kind: str, identity: Mapping[str, Any]) 
             "again.")
     stored = read_manifest(folder)
     if stored is None:
-        if any(folder.iterdir()):
+        # a dot file is another process's atomic write in progress (.run.json.*.tmp), not a result
+        if any(not p.name.startswith(".") for p in folder.iterdir()):
             raise RunIdentityError(
                 f"{folder} is not empty but has no {MANIFEST}: it was not written by this version of unforget, so "
                 f"whether its results belong to this run cannot be checked. {ways}")
@@ -133,8 +134,8 @@ def check_resumable(folder: str | Path, kind: str, identity: Mapping[str, Any]) 
     if diffs:
         lines = "\n".join(f"  {k}: in the folder {_short(old)}, now {_short(new)}" for k, old, new in diffs)
         raise RunIdentityError(
-            f"{folder} holds a {kind} run with different settings, so its results cannot be resumed into this one "
-            f"({len(diffs)} field(s) differ):\n{lines}\n{ways}")
+            f"{folder} holds a '{kind}' run made with another config, so its results cannot be resumed into this "
+            f"one ({len(diffs)} field(s) differ):\n{lines}\n{ways}")
     return stored
 
 
@@ -172,3 +173,21 @@ def ensure_manifest(folder: str | Path, kind: str, identity: Mapping[str, Any], 
     if read_manifest(run.path) is None:
         write_manifest(run.path, new_manifest(kind, identity, parent=parent, extra=extra))
     return run
+
+
+def identity_digest(identity: Mapping[str, Any]) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(strict_json(dict(identity)), sort_keys=True).encode()).hexdigest()
+
+
+def sub_run(root: str | Path, relative: str | Path, kind: str) -> RunDir:
+    """A study's sub-run folder (its base evaluation, an epoch, a fine-tune) with its own ``run.json``: the kind,
+    the study it belongs to and the digest of the study's identity (which the study folder's check guards)."""
+    root = Path(root)
+    parent = read_manifest(root)
+    identity = {"part": str(relative)}
+    if parent is not None:
+        identity.update(study=parent.kind, study_identity_sha256=identity_digest(parent.identity))
+    return ensure_manifest(root / relative, kind, identity, parent=parent.kind if parent else None)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import time
 
-from ..cli import ProgressTracker, console, progress_bar, register_verb
+from ..cli import ProgressTracker, add_overwrite_arg, console, overwrite_run, progress_bar, register_verb
 
 
 def add_study(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="emt | 2x2 | continual | tailor | survey (`unforget ls studies`)")
     p.add_argument("-c", "--config", help="study YAML (e.g. emt/quickstart; `unforget config list`)")
-    p.add_argument("--out", help="run folder (default runs/<study>/<name>); an existing one resumes")
+    p.add_argument("--out", help="run folder (default runs/<study>/<name>); an existing one resumes when it holds "
+                                 "the same study (run.json), and is refused otherwise")
+    add_overwrite_arg(p)
     p.add_argument("--models", help="survey: comma list of models (zoo names, HF folders, BASE@ADAPTER_DIR)")
     p.add_argument("--datasets", help="survey: comma list of datasets")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=2 eval.limit=50")
@@ -27,6 +29,10 @@ def run_study(args: argparse.Namespace) -> int:
         if getattr(args, key, None):
             base[key] = [v.strip() for v in getattr(args, key).split(",") if v.strip()]
     cfg = load_config(study.config_class, args.config, args.overrides, base=base or None)
+    if args.overwrite:
+        from pathlib import Path
+
+        overwrite_run(cfg, cfg.out or Path("runs") / study.name / cfg.name)
     con = console()
     con.print(f"[bold]unforget study {args.name}[/] {args.config or ''}")
     t0 = time.perf_counter()
@@ -36,7 +42,9 @@ def run_study(args: argparse.Namespace) -> int:
     for name in ("report.html", "report.md"):
         if (out / name).exists():
             con.print(f"  {out / name}")
-    return 0
+    from ..evaluation.cli import report_unjudged
+
+    return report_unjudged(con, out)  # 3 with the --rejudge command when verdicts are missing
 
 
 register_verb("study", "run a whole study (emt, 2x2, continual, tailor, survey) to a run folder and report",

@@ -38,10 +38,12 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..config import to_dict
+from ..data.sampling import SamplingStrategy
 from ..errors import ConfigError, ModelLoadError, TrainingError
 from ..evaluation.config import EvalConfig, ModelConfig, ProbeConfig
 from ..reports.continual import BASE_DIR, WEIGHTS_FILE, step_folder_name
-from ..runs import RunDir, atomic_write_json
+from ..checks import open_run
+from ..runs import RunDir, atomic_write_json, sub_run
 from .base import STUDIES, Study
 from .probing import base_file, base_probe_pending, load_base_distributions, make_probe, record_probe
 
@@ -59,7 +61,8 @@ class ContinualTrain:
     lr: float | None = None  # None: the method's default
     epochs: int = 1
     split: str = "train"
-    limit: int | None = 256  # training samples per task (the first N)
+    limit: int | None = 256  # training samples per task, drawn as `sampling` says
+    sampling: SamplingStrategy = "stratified"  # seeded class-stratified (the same for every strategy); head: first N
     template: int | str = "round-robin"
     batch_size: int = 16
     grad_accum: int = 1
@@ -134,7 +137,8 @@ def default_plan(cfg: ContinualConfig, index: int) -> Any:
     from .continual_strategies import TrainPlan
 
     t = cfg.train
-    data = TrainDataConfig(datasets=[cfg.tasks[index]], split=t.split, limit=t.limit, template=t.template)
+    data = TrainDataConfig(datasets=[cfg.tasks[index]], split=t.split, limit=t.limit, sampling=t.sampling,
+                           template=t.template)
     data.validate()
     return TrainPlan(data=data, method=t.method, method_options=dict(t.method_options), lr=t.lr, epochs=t.epochs,
                      regularizer=RegularizerConfig())
@@ -145,11 +149,11 @@ def run_continual(cfg: ContinualConfig, progress: ProgressFn | None = None) -> P
     from ..evaluation.evaluator import evaluate
 
     out = Path(cfg.out or Path("runs") / "continual" / cfg.name)
-    root = RunDir(out)
+    root = open_run(out, "continual", cfg)
     root.write_config(cfg)
     ev = eval_config(cfg)
 
-    base_run = RunDir(out / BASE_DIR)
+    base_run = sub_run(out, BASE_DIR, "eval")
     # the tasks change, so no set's labels are "the fine-tuning labels": label mass only when probe.label_set names one
     probe = make_probe(cfg.probe, cfg.tasks, None)
     if not base_run.is_done() or base_probe_pending(probe, out, base_run, {"step": -1}):
@@ -173,6 +177,12 @@ def run_continual(cfg: ContinualConfig, progress: ProgressFn | None = None) -> P
 
     write_continual_report(out)
     return out
+
+
+def _step_run(folder: Path) -> RunDir:
+    """A step's folder (``out/<strategy>/<step>``) as a sub-run of the study folder two levels up."""
+    root = folder.parents[1]
+    return sub_run(root, folder.relative_to(root), "eval")
 
 
 def step_folders(cfg: ContinualConfig, out: Path, arm: StrategyRun) -> list[Path]:
@@ -210,7 +220,7 @@ def _train_step(cfg: ContinualConfig, arm: StrategyRun, strategy: Any, options: 
     from ..training.config import FinetuneConfig
     from ..training.trainer import finetune
 
-    sub = RunDir(step.folder)
+    sub = _step_run(step.folder)
     weights = step.folder / WEIGHTS_FILE
     if weights.is_file():
         apply_weights(lm.model, weights)
@@ -246,7 +256,7 @@ def _evaluate_step(cfg: ContinualConfig, arm: StrategyRun, step: Any, lm: Any, e
                    progress: ProgressFn | None, probe: Any = None) -> None:
     from ..evaluation.evaluator import evaluate
 
-    sub = RunDir(step.folder)
+    sub = _step_run(step.folder)
     result = evaluate(ev, lm=lm, run=sub, progress=progress, tag={"step": step.index})
     probed = record_probe(probe, lm, sub, {"step": step.index}, 1.0 - cfg.alpha)
     sub.write_metrics({"strategy": arm.name, "step": step.index, "task": step.task,

@@ -182,7 +182,7 @@ STRATEGIES.register("replay", Strategy("replay", ReplayOptions, plan_replay),
 class EwcStrategyOptions:
     strength: float = 100.0  # lambda
     fisher_tasks: Literal["previous", "all"] = "previous"  # whose training data the Fisher is taken on
-    fisher_samples: int = 64  # first N training samples of each such task
+    fisher_samples: int = 64  # training samples of each such task (drawn as train.sampling draws train.limit)
     fisher_batch_size: int = 1
 
     def validate(self) -> None:
@@ -233,7 +233,7 @@ class TailorStrategyOptions:
     considered tensors (default: the language model's blocks and the projector)."""
 
     sparsity: float = 0.1
-    calib_samples: int = 32  # first N training samples of the task
+    calib_samples: int = 32  # training samples of the task (drawn as train.sampling draws train.limit)
     calib_batch_size: int = 8
     modules: list[str] | None = None
     options: dict[str, Any] = field(default_factory=dict)

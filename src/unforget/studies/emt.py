@@ -29,11 +29,13 @@ from typing import Any, Callable
 
 from ..config import to_dict
 from ..data import load_dataset
+from ..data.sampling import SamplingStrategy, select_split
 from ..errors import ConfigError
 from ..evaluation.config import EvalConfig, LanguageConfig, ModelConfig, ProbeConfig
 from ..evaluation.evaluator import evaluate, make_load_model
 from ..models.loading import LoadedModel
-from ..runs import RunDir, atomic_write_json, read_jsonl
+from ..checks import open_run
+from ..runs import RunDir, atomic_write_json, read_jsonl, sub_run
 from .base import STUDIES, Study
 from .language_scores import record_language, text_dataset
 from .probing import base_file, make_probe, record_probe
@@ -59,6 +61,7 @@ class TrainSettings:
     dataset: str = "digits"  # the fine-tuning set
     split: str = "train"
     limit: int | None = None
+    sampling: SamplingStrategy = "stratified"  # how `limit` draws the training samples (head: the first N)
     classes: list[int] | None = None  # class-subset fine-tuning (EMT's minority-collapse analysis)
     template: str = "round-robin"
     epochs: int = 3
@@ -120,14 +123,14 @@ def run_emt(cfg: EmtConfig, progress: ProgressFn | None = None) -> Path:
     # DDP, and the main process alone writes the study's files (probe, alignment, metrics, report)
     main = current_shard().is_main
     out = Path(cfg.out or Path("runs") / "emt" / cfg.name)
-    root = RunDir(out)
+    root = open_run(out, "emt", cfg, main=main)
     if main:
         root.write_config(cfg)
     ev = eval_config(cfg)
     lm = make_load_model(cfg.model)
 
     probe = _make_probe(cfg, ev, lm, out) if main else None
-    base_run = RunDir(out / "base")
+    base_run = sub_run(out, "base", "eval")
     _write_probe(cfg, probe, lm, base_run, 0, {})
     base_language = _write_language(cfg, ev, lm, base_run, 0, {}) if main else None
     if not base_run.is_done():
@@ -142,7 +145,7 @@ def run_emt(cfg: EmtConfig, progress: ProgressFn | None = None) -> Path:
     for seed in cfg.seeds:
         for arm in cfg.methods:
             folder = arm_folder(out, arm, seed, cfg.seeds)
-            sub = RunDir(folder)
+            sub = sub_run(out, folder.relative_to(out), "eval")
             if sub.is_done():
                 log.info("%s: done, skipped", folder.name)
                 continue
@@ -165,8 +168,8 @@ def _run_arm(cfg: EmtConfig, arm: MethodRun, seed: int, sub: RunDir, ev: EvalCon
     t = cfg.train
     ft = FinetuneConfig(
         model=cfg.model,
-        data=TrainDataConfig(datasets=[t.dataset], split=t.split, limit=t.limit, template=t.template,
-                             classes=t.classes),
+        data=TrainDataConfig(datasets=[t.dataset], split=t.split, limit=t.limit, sampling=t.sampling,
+                             template=t.template, classes=t.classes),
         method=arm.method, method_options=dict(arm.options), lr=arm.lr, epochs=arm.epochs or t.epochs,
         batch_size=t.batch_size, grad_accum=t.grad_accum, warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
         seed=seed, mixed_precision=t.mixed_precision, gradient_checkpointing=t.gradient_checkpointing,
@@ -241,7 +244,8 @@ def _write_alignment(lm: LoadedModel, cfg: EmtConfig, run: RunDir, epoch: int) -
             ds = load_dataset(name)
             if ds.task != "classification" or (epoch, ds.name) in done:
                 continue
-            samples = ds.split(cfg.eval.split)[: cfg.alignment_limit]
+            samples, _ = select_split(ds, cfg.eval.split, cfg.alignment_limit, strategy=cfg.eval.sampling,
+                                      seed=cfg.eval.seed)
             res = visual_text_alignment(lm, ds.name, [s.load_image(ds.name) for s in samples],
                                         [s.label for s in samples], ds.class_names)
             app.write({"epoch": epoch, **res.to_dict()})

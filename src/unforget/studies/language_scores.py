@@ -31,7 +31,8 @@ def record_language(config: LanguageConfig, dataset: str | None, lm: LoadedModel
     done = language_row(run.path, **tag)
     if done is not None:
         return language_metrics(done)
-    items = language_items(lm, dataset=dataset, limit=config.limit, batch_size=config.batch_size)
+    items = language_items(lm, dataset=dataset, limit=config.limit, batch_size=config.batch_size,
+                           sampling=config.sampling, seed=config.seed)
     scores = {k: json_float(v) if isinstance(v, float) else v for k, v in items.scores().to_dict().items()}
     row = {**tag, "dataset": dataset, **scores,
            "estimates": language_estimates(items, confidence).to_dict(), "items": items.to_dict()}

@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from ..data.sampling import SamplingStrategy
 from ..errors import ConfigError
 from ..evaluation.config import EvalConfig, ModelConfig
-from ..runs import RunDir, atomic_write_json, read_json
+from ..checks import open_run
+from ..runs import RunDir, atomic_write_json, read_json, sub_run
 from .base import STUDIES, Study
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,9 @@ class SurveyEval:
     mode: Literal["generate", "rank"] = "rank"
     judges: list[str] = field(default_factory=lambda: ["exact"])
     split: str = "test"
-    limit: int | None = 200
+    limit: int | None = 200  # samples per dataset, drawn as `sampling` says (the same for every model)
+    sampling: SamplingStrategy = "stratified"
+    seed: int = 0
     batch_size: int = 16
     baselines: list[str] = field(default_factory=lambda: ["zero-shot", "linear-probe"])
     probe_train_limit: int = 1000
@@ -85,7 +89,8 @@ def model_config(entry: str, settings: SurveyEval) -> ModelConfig:
 def eval_config(cfg: SurveyConfig, entry: str, out: Path) -> EvalConfig:
     e = cfg.eval
     return EvalConfig(model=model_config(entry, e), datasets=list(cfg.datasets), split=e.split, mode=e.mode,
-                      judges=list(e.judges), limit=e.limit, batch_size=e.batch_size, baselines=list(e.baselines),
+                      judges=list(e.judges), limit=e.limit, sampling=e.sampling, seed=e.seed,
+                      batch_size=e.batch_size, baselines=list(e.baselines),
                       encoder=e.encoder, probe_train_limit=e.probe_train_limit, out=str(out))
 
 
@@ -94,7 +99,7 @@ def run_survey(cfg: SurveyConfig, progress: ProgressFn | None = None) -> Path:
     from ..evaluation.report import eval_metrics_document
 
     cfg.validate()
-    root = RunDir(cfg.out or Path("runs") / "survey" / cfg.name)
+    root = open_run(Path(cfg.out or Path("runs") / "survey" / cfg.name), "survey", cfg)
     root.write_config(cfg)
     for entry in cfg.models:
         folder = root.path / model_slug(entry)
@@ -103,7 +108,7 @@ def run_survey(cfg: SurveyConfig, progress: ProgressFn | None = None) -> Path:
             continue
         ecfg = eval_config(cfg, entry, folder)
         ecfg.validate()
-        run = RunDir(folder)
+        run = sub_run(root.path, folder.relative_to(root.path), "eval")
         run.write_config(ecfg)
         result = evaluate(ecfg, run=run, progress=(lambda d, k, n, m=entry: progress(f"{m}: {d}", k, n))
                           if progress else None)

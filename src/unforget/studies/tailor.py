@@ -26,9 +26,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from ..data.sampling import SamplingStrategy
 from ..errors import ConfigError
 from ..evaluation.config import EvalConfig, ModelConfig
-from ..runs import RunDir, atomic_write_json, read_json
+from ..checks import open_run
+from ..runs import RunDir, atomic_write_json, read_json, sub_run
 from .base import STUDIES, Study
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,8 @@ class StudyTrainSettings:
     lr: float | None = None  # None: the method's default
     epochs: int = 1
     max_steps: int | None = None
-    limit: int | None = None  # training samples per target
+    limit: int | None = None  # training samples per target, drawn as `sampling` says
+    sampling: SamplingStrategy = "stratified"  # seeded class-stratified; head: the first N
     template: int | str = "round-robin"
     batch_size: int = 8
     grad_accum: int = 1
@@ -78,8 +81,9 @@ class TailoringArm:
 
 @dataclass
 class StudyCalibration:
-    split: str = "train"  # calibration samples: the first ``limit`` of each target's split
+    split: str = "train"  # calibration samples: ``limit`` of each target's split, drawn as ``sampling`` says
     limit: int = 64
+    sampling: SamplingStrategy = "stratified"
     batch_size: int = 4
     template: int | str = 0
 
@@ -232,7 +236,7 @@ class BaseWeights:
 
 def run_tailor_study(cfg: TailorStudyConfig, progress: ProgressFn | None = None) -> Path:
     out = Path(cfg.out or Path("runs") / "tailor" / cfg.name)
-    root = RunDir(out)
+    root = open_run(out, "tailor-study", cfg)
     root.write_config(cfg)
     checkpoints = {t.name: _finetuned_checkpoint(cfg, t, out, progress) for t in cfg.targets}
     targets = {t.name: t for t in cfg.targets}
@@ -245,12 +249,12 @@ def run_tailor_study(cfg: TailorStudyConfig, progress: ProgressFn | None = None)
             base = BaseWeights(cfg)
         return base
 
-    base_run = RunDir(out / "base")
+    base_run = sub_run(out, "base", "eval")
     if not base_run.is_done():
         ev = eval_config(cfg, [*cfg.original, *(t.dataset for t in cfg.targets)])
         _evaluate(model(), ev, base_run, _prefixed(progress, "base"), {"model": "base"})
     for target in cfg.targets:
-        sub = RunDir(out / "finetune" / target.name)
+        sub = sub_run(out, Path("finetune") / target.name, "eval")
         if sub.is_done():
             continue
         ev = eval_config(cfg, [*cfg.original, target.dataset])
@@ -260,7 +264,7 @@ def run_tailor_study(cfg: TailorStudyConfig, progress: ProgressFn | None = None)
                                            "checkpoint": str(checkpoints[target.name])}))
     calib_cache: dict[str, list[dict[str, Any]]] = {}
     for spec in plan(cfg):
-        sub = RunDir(out / spec.group / spec.folder_name)
+        sub = sub_run(out, Path(spec.group) / spec.folder_name, "eval")
         if sub.is_done():
             log.info("%s/%s: done, skipped", spec.group, spec.folder_name)
             continue
@@ -292,7 +296,8 @@ def _finetuned_checkpoint(cfg: TailorStudyConfig, target: TargetTask, out: Path,
 
     t = cfg.train
     ft = FinetuneConfig(
-        model=cfg.model, data=TrainDataConfig(datasets=[target.dataset], limit=t.limit, template=t.template),
+        model=cfg.model, data=TrainDataConfig(datasets=[target.dataset], limit=t.limit, sampling=t.sampling,
+                                              template=t.template),
         method=t.method, method_options=dict(t.method_options), lr=t.lr, epochs=t.epochs, max_steps=t.max_steps,
         batch_size=t.batch_size, grad_accum=t.grad_accum, warmup_ratio=t.warmup_ratio, seed=t.seed,
         mixed_precision=t.mixed_precision,  # type: ignore[arg-type]
@@ -337,6 +342,7 @@ def _calibration(cfg: TailorStudyConfig, base: BaseWeights, target: TargetTask,
 
         c = cfg.calib
         cache[target.name] = calibration_batches(base.lm, target.dataset, split=c.split, limit=c.limit,
+                                                 sampling=c.sampling,
                                                  batch_size=c.batch_size, template=c.template, progress=progress)
     return cache[target.name]
 

@@ -45,10 +45,12 @@ import numpy as np
 
 from ..config import to_dict
 from ..data import load_dataset
+from ..data.sampling import SamplingStrategy
 from ..errors import ConfigError
 from ..evaluation.config import EvalConfig, LanguageConfig, ModelConfig, ProbeConfig
 from ..reports.language import language_row
-from ..runs import RunDir, atomic_write_json, read_json, read_jsonl
+from ..checks import open_run
+from ..runs import RunDir, atomic_write_json, read_json, read_jsonl, sub_run
 from .base import STUDIES, Study
 from .language_scores import record_language, text_dataset
 from .probing import base_file, base_probe_pending, load_base_distributions, make_probe, record_probe
@@ -86,7 +88,8 @@ class Cells:
 class TrainSettings:
     dataset: str | None = None  # the fine-tuning set; None: the target cell's reference (at `split`)
     split: str = "train"
-    limit: int | None = 256  # fine-tuning examples of a sweep run (the first N)
+    limit: int | None = 256  # fine-tuning examples of a sweep run, drawn as `sampling` says
+    sampling: SamplingStrategy = "stratified"  # seeded class-stratified (the same for every run); head: the first N
     template: int | str = "round-robin"
     batch_size: int = 16
     grad_accum: int = 1
@@ -309,11 +312,11 @@ def eval_config(cfg: TwoByTwoConfig) -> EvalConfig:
 
 def run_twobytwo(cfg: TwoByTwoConfig, progress: ProgressFn | None = None) -> Path:
     out = Path(cfg.out or Path("runs") / "2x2" / cfg.name)
-    root = RunDir(out)
+    root = open_run(out, "2x2", cfg)
     root.write_config(cfg)
     write_cell_names(cfg, root)
     ev = eval_config(cfg)
-    base_run = RunDir(out / "base")
+    base_run = sub_run(out, "base", "eval")
     need_replay = {name: n for name, n in replay_counts_needed(cfg).items() if n > 0} if cfg.hybrid.enabled() else {}
     replay_refs = {name: replay_reference(out / "replay" / name) for name in need_replay}
     todo_replay = [s for s in cfg.hybrid.sources if s.name in need_replay
@@ -337,7 +340,7 @@ def run_twobytwo(cfg: TwoByTwoConfig, progress: ProgressFn | None = None) -> Pat
             base_run.write_metrics({"epoch": 0, **result.to_dict(), **({"language": language} if language else {})})
             base_run.mark_done()
         for source in todo_replay:
-            write_replay_set(lm, source, need_replay[source.name], RunDir(out / "replay" / source.name), ev,
+            write_replay_set(lm, source, need_replay[source.name], sub_run(out, Path("replay") / source.name, "eval"), ev,
                              _prefixed(progress, f"replay {source.name}"))
         del lm
         _free_memory()
@@ -345,7 +348,7 @@ def run_twobytwo(cfg: TwoByTwoConfig, progress: ProgressFn | None = None) -> Pat
     # the vision encoder baselines of classification cells are the base model's; runs do not repeat them
     run_ev = replace(ev, baselines=[])
     for spec in [*sweep_plan(cfg), *hybrid_plan(cfg, replay_refs)]:
-        sub = RunDir(out / spec.name)
+        sub = sub_run(out, spec.name, "eval")
         if _evaluated(sub, run_ev):
             log.info("%s: done, skipped", spec.name)
             continue
@@ -362,8 +365,9 @@ def run_twobytwo(cfg: TwoByTwoConfig, progress: ProgressFn | None = None) -> Pat
 def write_cell_names(cfg: TwoByTwoConfig, root: RunDir) -> dict[str, str]:
     """Cell -> the name its records carry (the loaded dataset's name), written to ``cells.json`` for the report.
 
-    Records are told apart by that name, so two cells loading under one name (two ``jsonl:.../test.jsonl`` files
-    are both named "test") are an error."""
+    Records are told apart by that name: a dataset loaded from a path is named by its reference (two
+    ``jsonl:.../test.jsonl`` files stay apart), so only two cells given the very same reference collide, an
+    error."""
     names = {key: load_dataset(ref).name for key, ref in cfg.cells.refs().items()}
     if len(set(names.values())) < len(names):
         raise ConfigError(f"two cells load as datasets of the same name ({names}), so their answers could not be "
@@ -401,11 +405,12 @@ def _run_spec(cfg: TwoByTwoConfig, spec: RunSpec, sub: RunDir, ev: EvalConfig, p
 
     t = cfg.train
     if spec.kind == "hybrid":
-        data = TrainDataConfig(datasets=spec.datasets, split=t.split, template=t.template,
+        data = TrainDataConfig(datasets=spec.datasets, split=t.split, template=t.template, sampling=t.sampling,
                                mix_strategy=cfg.hybrid.mix_strategy, interleave_probs=spec.interleave_probs,
                                budget=spec.budget, mix_by=spec.mix_by)  # type: ignore[arg-type]
     else:
-        data = TrainDataConfig(datasets=spec.datasets, split=t.split, limit=t.limit, template=t.template)
+        data = TrainDataConfig(datasets=spec.datasets, split=t.split, limit=t.limit, sampling=t.sampling,
+                               template=t.template)
     lr = spec.lr if spec.lr is not None else METHODS.get(spec.method.method).default_lr
     atomic_write_json(sub.file("spec.json"), {**spec.to_dict(), "lr": lr, "seed": cfg.seed})
     ft = FinetuneConfig(
@@ -497,10 +502,9 @@ def write_replay_set(lm: Any, source: HybridSource, count: int, run: RunDir, ev:
 
 def _rewrite_usable(run: RunDir, rows: list[dict[str, Any]]) -> None:
     """replay.jsonl keeps the rows with an answer only, so that it loads as a dataset."""
-    from ..runs import atomic_write_text
-    import json
+    from ..runs import atomic_write_text, dumps_strict
 
-    atomic_write_text(run.file(REPLAY_FILE), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_text(run.file(REPLAY_FILE), "".join(dumps_strict(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def _agreement(rows: list[dict[str, Any]]) -> float | None:

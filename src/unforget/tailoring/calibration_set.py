@@ -1,4 +1,5 @@
-"""Calibration batches for Model Tailor from a dataset: the first N training instructions as HF batches.
+"""Calibration batches for Model Tailor from a dataset: N training instructions as HF batches (drawn as a training
+``limit`` draws them: a seeded class-stratified sample by default).
 
 Built by the one path every trainer in unforget uses (:func:`~unforget.training.data.training_items`,
 :func:`~unforget.training.examples.build_example`, :func:`~unforget.training.examples.collate_examples`), so the
@@ -46,10 +47,11 @@ def calibration_batches(
     limit: int = 64,
     batch_size: int = 4,
     template: int | str = 0,
+    sampling: str = "stratified",
     progress: ProgressFn | None = None,
 ) -> list[dict[str, Any]]:
-    """The first ``limit`` samples of ``dataset``'s ``split`` as instruction batches of ``batch_size``
-    (input_ids, attention_mask, labels, pixel_values ...) for ``tailor(calib_batches=...)``."""
+    """``limit`` samples of ``dataset``'s ``split`` (drawn as ``sampling`` says) as instruction batches of
+    ``batch_size`` (input_ids, attention_mask, labels, pixel_values ...) for ``tailor(calib_batches=...)``."""
     from ..training.config import TrainDataConfig
     from ..training.data import training_items
     from ..training.examples import build_example, collate_examples
@@ -57,7 +59,8 @@ def calibration_batches(
     if limit < 1 or batch_size < 1:
         raise ConfigError(f"calibration needs limit >= 1 and batch_size >= 1, got limit={limit}, "
                           f"batch_size={batch_size}")
-    data = TrainDataConfig(datasets=[dataset], split=split, limit=limit, template=template, shuffle=False)
+    data = TrainDataConfig(datasets=[dataset], split=split, limit=limit, sampling=sampling,  # type: ignore[arg-type]
+                           template=template, shuffle=False)
     data.validate()
     items, _ = training_items(data)
     tok = lm.tokenizer

@@ -7,7 +7,6 @@ place.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -17,6 +16,7 @@ from typing import Callable
 import torch
 
 from ..errors import ConfigError
+from ..runs import dumps_strict
 from .checkpoints import SAFETENSORS_INDEX, Checkpoint
 
 WEIGHT_FILE = re.compile(r".*\.(safetensors|bin|pt|pth|h5|msgpack|ckpt)$|.*\.index\.json$")
@@ -107,5 +107,5 @@ def write_hf_folder(
         del tensors
     if len(shards) > 1:
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-        _atomic_write_bytes(out / SAFETENSORS_INDEX, lambda tmp: tmp.write_text(json.dumps(index, indent=2)))
+        _atomic_write_bytes(out / SAFETENSORS_INDEX, lambda tmp: tmp.write_text(dumps_strict(index, indent=2)))
     return out

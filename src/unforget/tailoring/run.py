@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from ..data.sampling import SamplingStrategy
 from ..errors import ConfigError, ModelLoadError
 from ..runs import RunDir
 from .base import TAILORING_METHODS
@@ -34,7 +35,8 @@ class CalibrationData:
 
     datasets: list[str] = field(default_factory=list)
     split: str = "train"
-    limit: int = 64  # samples per dataset
+    limit: int = 64  # samples per dataset, drawn as `sampling` says
+    sampling: SamplingStrategy = "stratified"  # seeded class-stratified; head: the first N
     batch_size: int = 4
     template: int | str = 0
 
@@ -175,7 +177,7 @@ def calibration_sets(cfg: TailorConfig, finetuned: list[Path], base: Path,
         for ref in name.split("+"):  # "a+b": a model fine-tuned on several sets calibrates on all of them
             batches += calibration_batches(lm, ref, split=cfg.calib.split, limit=cfg.calib.limit,
                                            batch_size=cfg.calib.batch_size, template=cfg.calib.template,
-                                           progress=progress)
+                                           sampling=cfg.calib.sampling, progress=progress)
         built[name] = batches
     per_model = names * len(finetuned) if len(names) == 1 else names
     return per_model, [built[n] for n in per_model]
@@ -234,6 +236,12 @@ def run_tailor(cfg: TailorConfig, progress: ProgressFn | None = None) -> TailorR
     out = Path(cfg.out) if cfg.out else default_out(cfg, base)
     resolved = dataclasses.replace(cfg, base=str(base), finetuned=[str(p) for p in finetuned], out=str(out))
     attempt = previous_attempt(out, resolved)
+    from ..checks import run_identity
+    from ..runs import check_resumable, new_manifest, write_manifest
+
+    identity = run_identity(resolved)
+    if not cfg.overwrite:  # a folder holding another run is refused before any work
+        check_resumable(out, "tailor", identity)
     if attempt == "done":
         log.info("%s: this tailoring run is already done (metrics.json); nothing to redo", out)
         summary = RunDir(out).read_metrics()
@@ -253,6 +261,7 @@ def run_tailor(cfg: TailorConfig, progress: ProgressFn | None = None) -> TailorR
                     allow_pickle=cfg.allow_pickle, model_loader=loader, **options)
     stage(1)
     run = RunDir(out)
+    write_manifest(run.path, new_manifest("tailor", identity))
     run.write_config(resolved)  # before the weights: a rerun recognises an interrupted attempt of the same command
     written = write_tailored(result, out if cfg.format == "hf" else out / "patch.safetensors", format=cfg.format,
                              max_shard_size=cfg.max_shard_size, overwrite=cfg.overwrite or attempt == "interrupted")

@@ -10,7 +10,8 @@ import argparse
 import logging
 from typing import Any
 
-from ..cli import ProgressTracker, _split, add_model_args, console, model_overrides, progress_bar, register_verb
+from ..cli import (ProgressTracker, _split, add_model_args, add_overwrite_arg, console, model_overrides, overwrite_run,
+                   progress_bar, register_verb)
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,10 @@ def add_finetune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--datasets", "--dataset", dest="datasets",
                    help="comma list: names (digits), format:path (jsonl:/data/vqa.jsonl), or dataset YAML files")
     p.add_argument("--split", help="split to train on (default train)")
-    p.add_argument("--limit", type=int, help="first N samples per dataset")
+    p.add_argument("--limit", type=int,
+                   help="N samples per dataset (class-stratified, seeded by data.sampling_seed; `--sampling head` "
+                        "for the first N)")
+    p.add_argument("--sampling", choices=["stratified", "head"], help="how --limit draws (default stratified)")
     p.add_argument("--classes", help="comma list of class indices to keep (e.g. 0,1,2)")
     p.add_argument("--template", help="prompt template index, or round-robin")
     p.add_argument("--method", help="projector | lora | full | partial (`unforget ls methods`)")
@@ -34,7 +38,9 @@ def add_finetune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gradient-checkpointing", dest="gradient_checkpointing", action="store_true", default=None)
     p.add_argument("--save-every-steps", dest="save_every_steps", type=int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--out", help="run folder (default runs/finetune/<model>-<method>-<time>); an existing one resumes")
+    p.add_argument("--out", help="run folder (default runs/finetune/<model>-<method>-<time>); an existing one resumes "
+                                 "when it holds the same run (run.json)")
+    add_overwrite_arg(p)
     p.add_argument("overrides", nargs="*",
                    help="dotted overrides, e.g. method_options.r=16 warmup_ratio=0.1 data.shuffle=false")
 
@@ -66,7 +72,7 @@ def finetune_base(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, key, None) is not None:
             base[key] = getattr(args, key)
     data: dict[str, Any] = {}
-    for key in ("split", "limit", "template"):
+    for key in ("split", "limit", "sampling", "template"):
         if getattr(args, key, None) is not None:
             data[key] = getattr(args, key)
     if args.datasets:
@@ -88,6 +94,8 @@ def run_finetune(args: argparse.Namespace) -> int:
     overrides, method_options = split_method_options(list(args.overrides))
     cfg = load_config(FinetuneConfig, args.config, overrides, base=finetune_base(args))
     cfg.method_options = {**cfg.method_options, **method_options}
+    if args.overwrite and cfg.out:
+        overwrite_run(cfg, cfg.out)
     con = console()
     con.print(f"[bold]unforget finetune[/] model={cfg.model.name} method={cfg.method} "
               f"datasets={','.join(cfg.data.datasets)} -> {cfg.out or 'runs/finetune/...'}")

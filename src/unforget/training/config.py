@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..data.sampling import SamplingStrategy
 from ..errors import ConfigError
 from ..evaluation.config import ModelConfig
 
@@ -20,7 +21,11 @@ class TrainDataConfig:
 
     datasets: list[str] = field(default_factory=lambda: ["digits"])
     split: str = "train"
-    limit: int | None = None  # first N samples per dataset (after the class filter)
+    limit: int | None = None  # N samples per dataset (after the class filter), drawn as ``sampling`` says
+    # stratified: a class-stratified sample seeded by sampling_seed (not the training seed, so every arm and seed
+    # of a study trains on the same samples); head: the first N
+    sampling: SamplingStrategy = "stratified"
+    sampling_seed: int = 0
     template: int | str = 0  # index of the dataset's prompt template, or "round-robin" over all of them
     classes: list[int] | None = None  # keep only samples with these labels (classification sets)
     shuffle: bool = True

@@ -7,13 +7,14 @@ examples. Examples are built when the DataLoader asks for them, so a large set i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from ..data import ImageDataset, Sample, load_dataset
+from ..data.sampling import select, stratum_of
 from ..errors import ConfigError, DataError
 from ..models.loading import LoadedModel
 from .config import ROUND_ROBIN, TrainDataConfig
@@ -32,7 +33,8 @@ class TrainItem:
 
 
 def select_training_samples(ds: ImageDataset, cfg: TrainDataConfig) -> list[Sample]:
-    """The split, filtered to ``cfg.classes`` when given, then the first ``cfg.limit``."""
+    """The split, filtered to ``cfg.classes`` when given, then ``cfg.limit`` of it drawn as ``cfg.sampling`` says
+    (:func:`~unforget.data.sampling.select`)."""
     samples = ds.split(cfg.split)
     if cfg.classes is not None:
         if not ds.class_names:
@@ -43,7 +45,13 @@ def select_training_samples(ds: ImageDataset, cfg: TrainDataConfig) -> list[Samp
                               f"0..{len(ds.class_names) - 1} ({', '.join(ds.class_names)})")
         keep = set(cfg.classes)
         samples = [s for s in samples if s.label in keep]
-    return samples[: cfg.limit] if cfg.limit else samples
+    return select(samples, cfg.limit, strategy=cfg.sampling, seed=cfg.sampling_seed, key=sampling_key(ds, cfg),
+                  label_of=stratum_of(ds.task))
+
+
+def sampling_key(ds: ImageDataset, cfg: TrainDataConfig) -> str:
+    """What the training sample of ``ds`` is keyed on: the dataset and split (the seeded draws differ by split)."""
+    return f"{ds.name}/{cfg.split}"
 
 
 def question_of(ds: ImageDataset, sample: Sample, index: int, template: int | str) -> str:
@@ -68,16 +76,28 @@ def training_items(cfg: TrainDataConfig) -> tuple[list[TrainItem], dict[str, Ima
     datasets by name."""
     per_dataset: list[list[TrainItem]] = []
     datasets: dict[str, ImageDataset] = {}
+    sources: list[ImageDataset] = []
     for ref in cfg.datasets:
         ds = load_dataset(ref)
         datasets[ds.name] = ds
+        sources.append(ds)
         samples = select_training_samples(ds, cfg)
         if not samples:
             raise DataError(f"dataset '{ds.name}' split '{cfg.split}' has no sample to train on"
                             + (f" with classes {cfg.classes}" if cfg.classes is not None else ""))
         per_dataset.append([TrainItem(ds.name, s, question_of(ds, s, i, cfg.template), ds.reference(s))
                             for i, s in enumerate(samples)])
-    items = mix_sources(per_dataset, cfg, names=[source[0].dataset for source in per_dataset])
+
+    def pick(index: int, items: Sequence[TrainItem], count: int) -> list[TrainItem]:
+        """A source's share of a mix smaller than the source: drawn by the same rule as ``limit``, its round-robin
+        templates counted over the share (as over a limit's sample: the task alone at a budget equals a limit)."""
+        ds = sources[index]
+        stratum = stratum_of(ds.task)
+        chosen = select(items, count, strategy=cfg.sampling, seed=cfg.sampling_seed, key=sampling_key(ds, cfg),
+                        label_of=lambda it: stratum(it.sample))
+        return [replace(it, question=question_of(ds, it.sample, i, cfg.template)) for i, it in enumerate(chosen)]
+
+    items = mix_sources(per_dataset, cfg, names=[source[0].dataset for source in per_dataset], pick=pick)
     with_image = {it.sample.image is not None for it in items}
     if len(with_image) > 1:
         raise DataError("the training data mixes image and text-only samples, which cannot share a batch; "

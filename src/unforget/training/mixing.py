@@ -10,8 +10,10 @@ The options are LLaMA-Factory's (``mix_strategy``, ``interleave_probs``) plus ``
 - ``interleave_over``: the same shares, and a source that runs out starts again from its first example, so the
   mix ends when every source was used in full (``"all_exhausted"``), or at ``budget``.
 
-Counts are whole examples by the largest-remainder rule, so they always add up to the budget. A source gives its
-first examples (the ``limit`` rule): the mixes of two budgets or two shares overlap as much as they can.
+Counts are whole examples by the largest-remainder rule, so they always add up to the budget. A source that gives
+fewer examples than it has gives them by the ``data.sampling`` rule, as a ``limit`` does (a seeded class-stratified
+sample by default, whose picks within a class grow with the count, so the mixes of two budgets or two shares overlap
+nearly as much as they can; ``head``: its first examples).
 
 ``mix_by`` says how the sources meet in training: ``sample`` shuffles all examples together every epoch (each
 batch holds about the shares); ``batch`` makes every batch come from one source (the order of the batches is
@@ -21,11 +23,12 @@ shuffled every epoch); what a source has beyond whole batches is pooled into mix
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Iterator, Literal, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterator, Literal, Sequence, TypeVar
 
 import numpy as np
 import torch
 
+from ..data.sampling import largest_remainder
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -36,23 +39,6 @@ T = TypeVar("T")
 MixStrategy = Literal["concat", "interleave_under", "interleave_over"]
 MixBy = Literal["sample", "batch"]
 MIX_STRATEGIES: tuple[str, ...] = ("concat", "interleave_under", "interleave_over")
-
-
-def largest_remainder(total: int, weights: Sequence[float]) -> list[int]:
-    """``total`` split into whole numbers proportional to ``weights`` that add up to ``total`` (Hamilton's
-    method: floors first, the leftover units to the largest remainders, the earlier source on a tie)."""
-    if total < 0:
-        raise ConfigError(f"cannot split a negative total ({total})")
-    w = np.asarray(weights, dtype=float)
-    if w.size == 0 or np.any(w < 0) or not np.isfinite(w).all() or w.sum() <= 0:
-        raise ConfigError(f"weights must be non-negative with a positive sum, got {list(weights)}")
-    exact = total * w / w.sum()
-    counts = np.floor(exact + 1e-9).astype(int)
-    leftover = total - int(counts.sum())
-    order = sorted(range(len(w)), key=lambda i: (-(exact[i] - counts[i]), i))
-    for i in order[:leftover]:
-        counts[i] += 1
-    return [int(c) for c in counts]
 
 
 def normalised_probs(probs: Sequence[float] | None, n_sources: int) -> list[float]:
@@ -149,12 +135,18 @@ def take(items: Sequence[T], count: int) -> list[T]:
     return [items[i % len(items)] for i in range(count)]
 
 
-def mix_sources(per_source: Sequence[Sequence[T]], cfg: TrainDataConfig, names: Sequence[str] | None = None) -> list[T]:
-    """The training examples of ``cfg.datasets`` (one list per dataset, in order) mixed as ``cfg`` says."""
+def mix_sources(per_source: Sequence[Sequence[T]], cfg: TrainDataConfig, names: Sequence[str] | None = None,
+                pick: Callable[[int, Sequence[T], int], list[T]] | None = None) -> list[T]:
+    """The training examples of ``cfg.datasets`` (one list per dataset, in order) mixed as ``cfg`` says.
+
+    ``pick(source index, examples, count)`` chooses ``count`` of a source's examples when the mix needs fewer than
+    it has (the training data passes the ``data.sampling`` rule); None: the first ``count``. A source used more
+    than once over repeats all its examples in order (:func:`take`)."""
     if cfg.mix_strategy == "concat" and cfg.budget is None:
         return [x for source in per_source for x in source]
     counts = mix_counts([len(s) for s in per_source], cfg.interleave_probs, cfg.mix_strategy, cfg.budget, names)
-    return [x for source, k in zip(per_source, counts) for x in take(source, k)]
+    return [x for i, (source, k) in enumerate(zip(per_source, counts))
+            for x in (pick(i, source, k) if pick is not None and 0 < k < len(source) else take(source, k))]
 
 
 def check_mixing(cfg: TrainDataConfig) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ import torch
 from ..config import from_dict, to_dict
 from ..errors import ConfigError, TrainingError
 from ..registry import Registry
+from ..runs import dumps_strict
 from .checkpoints import capture_rng, restore_rng
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ class EwcOptions:
     strength: float = 100.0  # lambda in strength/2 * sum F (w - w0)^2
     data: list[str] = field(default_factory=list)  # datasets whose Fisher is taken (the previous task's)
     split: str = "train"
-    limit: int | None = 64  # first N samples per dataset
+    limit: int | None = 64  # samples per dataset, drawn as the training data's `sampling` draws its limit
     batch_size: int = 1  # 1: the per-sample (empirical) Fisher; larger batches square batch-mean gradients
 
     def validate(self) -> None:
@@ -199,12 +199,13 @@ def build_ewc(options: EwcOptions, ctx: BuildContext) -> WeightPull:
         from .config import TrainDataConfig
 
         data = TrainDataConfig(datasets=list(options.data), split=options.split, limit=options.limit,
+                               sampling=ctx.data.sampling, sampling_seed=ctx.data.sampling_seed,
                                template=ctx.data.template, shuffle=False)
         fisher = diagonal_fisher(ctx.lm.model, instruction_batches(ctx.lm, data, options.batch_size), params)
         log.info("ewc: Fisher information of %d tensors from %s (mean %.3g)", len(fisher), ", ".join(options.data),
                  float(sum(f.sum() for f in fisher.values()) / max(1, sum(f.numel() for f in fisher.values()))))
         if ctx.save:
-            write_state(ctx.state_file, fisher, {"regularizer": "ewc", "options": json.dumps(to_dict(options))})
+            write_state(ctx.state_file, fisher, {"regularizer": "ewc", "options": dumps_strict(to_dict(options))})
     return WeightPull(params, anchors, options.strength, weights=fisher)
 
 

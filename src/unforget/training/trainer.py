@@ -26,10 +26,11 @@ from typing import Any, Callable
 
 import torch
 
+from ..checks import open_run
 from ..config import dump_yaml, read_yaml, to_dict
 from ..errors import ConfigError, TrainingError
 from ..models.loading import LoadedModel, load_model, resolve_device
-from ..runs import RunDir, atomic_write_text, read_jsonl
+from ..runs import RunDir, atomic_write_text, dumps_strict, read_jsonl
 from .checkpoints import (
     Checkpoint,
     TrainerState,
@@ -196,10 +197,8 @@ def _truncate_log(path: Path, last_step: int) -> None:
     """Drop log records after the checkpoint a run resumes from (they will be written again)."""
     if not path.exists():
         return
-    import json
-
     kept = [r for r in read_jsonl(path) if r.get("step", 0) <= last_step]
-    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+    atomic_write_text(path, "".join(dumps_strict(r) + "\n" for r in kept))
 
 
 def finetune(
@@ -229,7 +228,9 @@ def finetune(
     if cfg.model.device_map and accelerator.num_processes > 1:
         raise ConfigError("model.device_map spreads one model over devices and cannot be combined with "
                           "several processes (accelerate launch); use one or the other")
-    run = RunDir(cfg.out)
+    # names resolved and the folder checked before the model loads: resuming needs the same identity (the samples
+    # of one optimizer step may be split differently over processes: check_same_run below)
+    run = open_run(cfg.out, "finetune", cfg, main=accelerator.is_main_process, drop=PER_PROCESS_KEYS)
     check_same_run(run, cfg, accelerator.num_processes)
     if accelerator.is_main_process:
         run.write_config(cfg)

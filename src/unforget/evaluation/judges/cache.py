@@ -6,7 +6,10 @@ loses nothing - on open, log lines missing from SQLite are replayed into it. Sev
 cache folder at once: SQLite serialises writers (busy timeout), and each log line goes out in one ``write`` of an
 ``O_APPEND`` file under an advisory lock, so lines never interleave.
 
-Keys are ``sha256`` of (judge model, prompt version, question, answer, label); nothing secret is ever stored.
+Keys are ``sha256`` of (the judge's full identity, question, answer, label). The identity is everything that can
+change a verdict: for an endpoint its public base URL (query kept, credentials out), the configured model name, the
+prompt version, max_tokens and the decide mode; for a local model its path and decide mode. Verdicts cached from
+one server are never served for another. Nothing secret is ever stored.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
+
+from ...runs import dumps_strict
 
 try:  # advisory lock around log appends (POSIX); elsewhere O_APPEND alone keeps short lines whole
     import fcntl
@@ -29,7 +34,7 @@ log = logging.getLogger(__name__)
 
 DB_NAME = "judge_cache.sqlite"
 LOG_NAME = "judge_cache.jsonl"
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2  # 2: keyed by the judge's whole identity (1 had the model name only: any server's verdicts)
 _SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS verdicts (
     cache_key   TEXT PRIMARY KEY,
@@ -40,10 +45,11 @@ CREATE TABLE IF NOT EXISTS verdicts (
 _BUSY_TIMEOUT_S = 60.0
 
 
-def judge_cache_key(judge_model: str, prompt_version: str, question: str, answer: str, label: str) -> str:
-    """The cache key of one judgement: sha256 of its inputs (canonical JSON, so no field can bleed into another)."""
-    payload = json.dumps({"v": _SCHEMA_VERSION, "model": judge_model, "prompt": prompt_version, "q": question,
-                          "a": answer, "label": label}, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+def judge_cache_key(judge: Mapping[str, Any], question: str, answer: str, label: str) -> str:
+    """The cache key of one judgement: sha256 of the judge's identity (a JSON-able mapping holding no secret) and the
+    judgement's inputs, as canonical JSON so that no field can bleed into another."""
+    payload = json.dumps({"v": _SCHEMA_VERSION, "judge": judge, "q": question, "a": answer, "label": label},
+                         sort_keys=True, ensure_ascii=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -97,7 +103,7 @@ class JudgeCache:
             for line in fh:
                 try:
                     rec = json.loads(line)
-                    rows.append((rec["cache_key"], json.dumps(rec["record"]), float(rec.get("created_at", 0.0))))
+                    rows.append((rec["cache_key"], dumps_strict(rec["record"]), float(rec.get("created_at", 0.0))))
                 except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                     continue  # a torn last line from a crash: its upsert never happened either
         if not rows:
@@ -117,11 +123,11 @@ class JudgeCache:
     def put(self, key: str, record: dict[str, Any]) -> None:
         """Append ``record`` to the audit log (fsynced), then upsert it into SQLite."""
         now = time.time()
-        line = (json.dumps({"cache_key": key, "created_at": now, "record": record}, ensure_ascii=False) + "\n")
+        line = (dumps_strict({"cache_key": key, "created_at": now, "record": record}, ensure_ascii=False) + "\n")
         self._append(line.encode("utf-8"))
         with self._db:
             self._db.execute("INSERT OR REPLACE INTO verdicts (cache_key, record, created_at) VALUES (?, ?, ?)",
-                             (key, json.dumps(record, ensure_ascii=False), now))
+                             (key, dumps_strict(record, ensure_ascii=False), now))
 
     def _append(self, data: bytes) -> None:
         if fcntl is not None:

@@ -13,7 +13,6 @@ configs.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 
 from ...errors import ModelLoadError
+from ...runs import atomic_write_json
 from ..tokenizer import IMAGE_TOKEN
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -193,7 +193,7 @@ def save_folder(out: str | Path, llava: Any, processor: Any, provenance: dict[st
     out.mkdir(parents=True, exist_ok=True)
     llava.save_pretrained(str(out), safe_serialization=True)
     processor.save_pretrained(str(out))
-    (out / "assembly.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
+    atomic_write_json(out / "assembly.json", provenance)
     return out
 
 

@@ -21,7 +21,6 @@ adapter are written (``projector.safetensors``, ``adapter/``), with ``smol_llava
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import random
 import time
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 
 from ...errors import TrainingError
+from ...runs import atomic_write_json
 from ..loading import LoadedModel
 from .smol_llava_assembly import AssemblySpec, save_trained_parts, spec_dict
 from .tiny_llava_recipe import (
@@ -344,9 +344,8 @@ def train_smol_llava(out_dir: str | Path, seed: int = 0, *, recipe: SmolLlavaRec
     finally:
         torch.set_num_threads(old_threads)
     report.wall_seconds = time.perf_counter() - t0
-    (out / "smol_llava.json").write_text(json.dumps(
-        {"spec": spec_dict(recipe.spec), "recipe": recipe.to_dict(), "report": dataclasses.asdict(report)},
-        indent=2, default=str) + "\n")
+    atomic_write_json(out / "smol_llava.json", {"spec": spec_dict(recipe.spec), "recipe": recipe.to_dict(),
+                                                "report": dataclasses.asdict(report)})
     from .smol_llava_card import model_card
 
     (out / "README.md").write_text(model_card(recipe.to_dict(), dataclasses.asdict(report)))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
 import math
 import random
@@ -35,6 +34,7 @@ import torch
 
 from ...data import ImageDataset, Sample, load_dataset
 from ...errors import TrainingError
+from ...runs import atomic_write_json
 from ..build import LlavaShape, build_llava
 from ..loading import LoadedModel
 from ..prompting import build_prompt, encode_batch
@@ -678,8 +678,7 @@ def build_tiny_llava(out_dir: str | Path, seed: int = 0, *, recipe: TinyLlavaRec
         report = _build(recipe, out, evaluate)
     finally:
         torch.set_num_threads(old_threads)
-    (out / "recipe.json").write_text(json.dumps({"recipe": recipe.to_dict(), "report": dataclasses.asdict(report)},
-                                                indent=2, default=str) + "\n")
+    atomic_write_json(out / "recipe.json", {"recipe": recipe.to_dict(), "report": dataclasses.asdict(report)})
     (out / "README.md").write_text(model_card(recipe, report))
     return out
 
