@@ -7,7 +7,7 @@ defines a fixture of the same name uses its own."""
 import pytest
 import torch
 
-from finetune_helpers import build_tiny_llava, register_datasets
+from tests.finetune_helpers import build_tiny_llava, register_datasets
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,9 @@
 """CUDA-only tests: skipped (collected, not run) where torch sees no GPU; the multi-GPU ones need 2."""
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ helpers (finetune_helpers)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -4,7 +4,7 @@ planner's memory figures against what a 7B-shaped model really allocates."""
 import pytest
 import torch
 
-from finetune_helpers import build_tiny_llava
+from tests.finetune_helpers import build_tiny_llava
 
 GIB = 1024**3
 

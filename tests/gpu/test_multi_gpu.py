@@ -2,41 +2,16 @@
 fine-tuning finish and agree with one process."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from finetune_helpers import build_tiny_llava
-
-ROOT = Path(__file__).resolve().parents[2]
-TESTS = ROOT / "tests"
-SCRIPT = """
-import sys
-sys.path.insert(0, {tests!r})
-from finetune_helpers import register_datasets
-register_datasets()
-from unforget.cli import main
-raise SystemExit(main(sys.argv[1:]))
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.child_process import REPO_ROOT, accelerate_launch, write_script
+from tests.finetune_helpers import build_tiny_llava, register_datasets
 
 
 def launch(tmp_path, config: str, args: list[str]) -> None:
-    script = tmp_path / "run_cli.py"
-    script.write_text(SCRIPT.format(tests=str(TESTS)))
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "configs" / "accelerate" /
-           config), "--num_processes", "2", "--main_process_port", str(free_port()), str(script), *args]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    script = write_script(tmp_path / "run_cli.py")
+    done = accelerate_launch(REPO_ROOT / "configs" / "accelerate" / config, script, args, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
 
 
@@ -49,8 +24,6 @@ def tiny_dir(tmp_path_factory):
 
 @pytest.mark.multi_gpu
 def test_sharded_eval_on_two_gpus_equals_one(tiny_dir, tmp_path):
-    from finetune_helpers import register_datasets
-
     from unforget.cli import main
 
     args = ["eval", "--model", str(tiny_dir), "--datasets", "ft-colours", "--batch-size", "2",

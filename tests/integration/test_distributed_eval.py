@@ -3,36 +3,12 @@ GPUs): each process appends its own shard file, the main one merges them, and th
 single-process run's exactly. A rerun on the merged folder resumes with nothing to do."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-TESTS = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(TESTS))
-from finetune_helpers import build_tiny_llava, register_datasets  # noqa: E402
-
-from unforget.runs import read_jsonl  # noqa: E402
-
-SCRIPT = """
-import sys
-sys.path.insert(0, {tests!r})
-import torch
-torch.set_num_threads(1)
-from finetune_helpers import register_datasets
-register_datasets()
-from unforget.cli import main
-raise SystemExit(main(sys.argv[1:]))
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.child_process import torchrun, write_script
+from tests.finetune_helpers import build_tiny_llava, register_datasets
+from unforget.runs import read_jsonl
 
 
 def comparable(metrics: dict) -> dict:
@@ -53,13 +29,9 @@ def test_two_process_eval_equals_one_process(tmp_path):
     single = tmp_path / "single"
     assert main(args + ["--out", str(single)]) == 0
 
-    script = tmp_path / "run_cli.py"
-    script.write_text(SCRIPT.format(tests=str(TESTS)))
+    script = write_script(tmp_path / "run_cli.py")
     sharded = tmp_path / "sharded"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           str(script), *args, "--out", str(sharded)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    done = torchrun(script, [*args, "--out", str(sharded)], timeout=300, cwd=tmp_path)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
 
     assert not list(sharded.glob("samples.rank*.jsonl"))  # merged into samples.jsonl and removed

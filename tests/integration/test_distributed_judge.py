@@ -4,15 +4,11 @@ once with an intact audit log, and any later process is served from the cache al
 
 import json
 import multiprocessing
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ helpers
-
-from judge_server import JudgeServer  # noqa: E402
-
-from unforget.evaluation.judges.base import JudgeItem  # noqa: E402
-from unforget.evaluation.judges.cache import JudgeCache  # noqa: E402
+from tests.judge_server import JudgeServer
+from unforget.evaluation.judges.base import JudgeItem
+from unforget.evaluation.judges.cache import JudgeCache
 
 Q = "What is in the image? Answer with the colour and the shape."
 LABELS = ["red star", "blue circle", "green square"]

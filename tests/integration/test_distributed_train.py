@@ -7,29 +7,18 @@
 (FSDP needs GPUs: accelerate runs several CPU processes as MULTI_CPU, never FSDP; tests/gpu covers it.)"""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-TESTS = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(TESTS))
-from finetune_helpers import register_datasets  # noqa: E402
-
-from unforget.runs import read_jsonl  # noqa: E402
+from tests import child_process
+from tests.finetune_helpers import register_datasets
+from unforget.runs import read_jsonl
 
 # each process runs the CLI; evaluations log how many samples this process predicted
-SCRIPT = """
-import json, os, sys
-sys.path.insert(0, {tests!r})
-import torch
-torch.set_num_threads(1)
-from finetune_helpers import register_datasets
-register_datasets()
+PATCH = """
+import json, os
 import unforget.evaluation.evaluator as evaluator
 original = evaluator._predict_and_judge
 def counted(cfg, lm, ds, todo, *args, **kwargs):
@@ -54,8 +43,6 @@ if os.environ.get("STOP_AFTER_EPOCH"):  # an interrupted run: every process stop
             raise KeyboardInterrupt
         return path
     trainer.save_checkpoint = save_then_stop
-from unforget.cli import main
-raise SystemExit(main(sys.argv[1:]))
 """
 
 EMT = """name: ddp
@@ -69,21 +56,10 @@ alignment_limit: 0
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def torchrun(tmp_path: Path, args: list[str], logs: Path, expect: int = 0, **extra_env: str) -> None:
-    script = tmp_path / "run_cli.py"
-    script.write_text(SCRIPT.format(tests=str(TESTS), logs=str(logs)))
+    script = child_process.write_script(tmp_path / "run_cli.py", PATCH.format(logs=str(logs)))
     logs.mkdir(exist_ok=True)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           str(script), *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           **extra_env}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400, cwd=tmp_path)
+    done = child_process.torchrun(script, args, timeout=400, cwd=tmp_path, **extra_env)
     assert (done.returncode == 0) == (expect == 0), (done.stdout + done.stderr)[-3000:]
 
 

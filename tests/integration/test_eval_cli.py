@@ -1,7 +1,6 @@
 """`unforget eval` end to end through the real CLI: files, resume after a kill, skip-bad, errors."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import time
 import pytest
 from PIL import Image
 
+from tests.child_process import child_env
 from unforget.cli import main
 from unforget.runs import read_jsonl
 
@@ -69,7 +69,7 @@ def test_killed_run_resumes_to_the_same_metrics(random_llava_dir, tmp_path):
     """SIGKILL a real `unforget eval` process mid-run; the rerun ends with the uninterrupted metrics."""
     base = [sys.executable, "-m", "unforget", "eval", "--model", str(random_llava_dir), "--datasets", "digits",
             "--limit", "40", "--batch-size", "1", "--max-new-tokens", "2"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = child_env()
     full = tmp_path / "full"
     subprocess.run(base + ["--out", str(full)], check=True, env=env, capture_output=True)
     killed = tmp_path / "killed"

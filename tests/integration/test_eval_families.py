@@ -3,8 +3,8 @@
 import json
 
 import pytest
-from tiny_models import FAMILIES, make_tiny_model, missing_requirements
 
+from tests.tiny_models import FAMILIES, make_tiny_model, missing_requirements
 from unforget.cli import main
 from unforget.runs import read_jsonl
 

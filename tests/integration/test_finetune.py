@@ -2,34 +2,24 @@
 SIGKILL mid-epoch), a NaN stops the run and keeps the last good checkpoint, checkpoints load back."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-TESTS = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(TESTS))
-from finetune_helpers import weights_digest  # noqa: E402
-from strict_json import assert_strict_json  # noqa: E402
-
-from unforget.cli import main  # noqa: E402
-from unforget.errors import ConfigError, TrainingError  # noqa: E402
-from unforget.evaluation.config import ModelConfig  # noqa: E402
-from unforget.models.loading import load_model  # noqa: E402
-from unforget.runs import read_jsonl  # noqa: E402
-from unforget.training import FinetuneConfig, TrainDataConfig, finetune, load_finetuned  # noqa: E402
+from tests.child_process import run_python, write_script
+from tests.finetune_helpers import weights_digest
+from tests.strict_json import assert_strict_json
+from unforget.cli import main
+from unforget.errors import ConfigError, TrainingError
+from unforget.models.config import ModelConfig
+from unforget.models.loading import load_model
+from unforget.runs import read_jsonl
+from unforget.training import FinetuneConfig, TrainDataConfig, finetune, load_finetuned
 
 # run by the subprocess tests: the CLI, with a hook that SIGKILLs the process at step $KILL_AT_STEP
-SCRIPT = """
-import os, signal, sys
-sys.path.insert(0, {tests!r})
-import torch
-torch.set_num_threads(1)
-from finetune_helpers import register_datasets
-register_datasets()
+PATCH = """
+import os, signal
 import unforget.training.trainer as trainer
 original = trainer.finetune
 kill_at = int(os.environ.get("KILL_AT_STEP", "0"))
@@ -37,10 +27,8 @@ def finetune(cfg, **kwargs):
     def progress(label, done, total):
         if done == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
-    return original(cfg, **{{**kwargs, "progress": progress}})
+    return original(cfg, **{**kwargs, "progress": progress})
 trainer.finetune = finetune
-from unforget.cli import main
-raise SystemExit(main(sys.argv[1:]))
 """
 
 
@@ -100,18 +88,16 @@ def test_resume_after_an_epoch_is_bit_identical(model_dir, tmp_path, straight_ru
 
 
 def test_sigkill_mid_epoch_then_rerun_gives_the_same_weights(model_dir, tmp_path, straight_run):
-    script = tmp_path / "run_cli.py"
-    script.write_text(SCRIPT.format(tests=str(TESTS)))
+    script = write_script(tmp_path / "run_cli.py", PATCH)
     out = tmp_path / "killed"
-    args = [sys.executable, str(script), "finetune", "--model", str(model_dir), "--datasets", "ft-colours",
+    args = ["finetune", "--model", str(model_dir), "--datasets", "ft-colours",
             "--method", "lora", "--lr", "1e-3", "--epochs", "2", "--batch-size", "4", "--device", "cpu",
             "--save-every-steps", "2", "--out", str(out), "method_options.r=4", "method_options.dropout=0.1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    killed = subprocess.run(args, env={**env, "KILL_AT_STEP": "3"}, capture_output=True, text=True, timeout=300)
+    killed = run_python([script, *args], timeout=300, KILL_AT_STEP="3")
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert [p.name for p in (out / "checkpoints").iterdir() if not p.name.startswith(".")] == ["step-2"]
     assert [r["step"] for r in read_jsonl(out / "train_log.jsonl")] == [1, 2, 3]  # step 3 ran, unsaved
-    assert main(args[2:]) == 0  # the same command again (in this process: one interpreter start less)
+    assert main(args) == 0  # the same command again (in this process: one interpreter start less)
     assert [r["step"] for r in read_jsonl(out / "train_log.jsonl")] == [1, 2, 3, 4, 5, 6]
     assert [r["loss"] for r in read_jsonl(out / "train_log.jsonl")] == straight_run.losses
     assert_same_tensors(adapter_tensors(out / "checkpoints" / "epoch-2"),

@@ -4,28 +4,17 @@ the unchanged `unforget finetune` and end with identical weights, each having se
 (`accelerate launch --cpu` starts a single process unless MPI is set up, hence torchrun here.)"""
 
 import json
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-TESTS = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(TESTS))
-from finetune_helpers import build_tiny_llava  # noqa: E402
-
-from unforget.runs import read_jsonl  # noqa: E402
+from tests.child_process import torchrun, write_script
+from tests.finetune_helpers import build_tiny_llava
+from unforget.runs import read_jsonl
 
 # each process runs the CLI, then writes the digest of the weights it ends with
-SCRIPT = """
-import os, sys
-sys.path.insert(0, {tests!r})
-import torch
-torch.set_num_threads(1)
-from finetune_helpers import register_datasets, weights_digest
-register_datasets()
+PATCH = """
+import os
+from tests.finetune_helpers import weights_digest
 import unforget.training.trainer as trainer
 original = trainer.finetune
 def finetune(cfg, **kwargs):
@@ -35,15 +24,7 @@ def finetune(cfg, **kwargs):
         fh.write(weights_digest(result.lm.model) + " " + str(result.global_step))
     return result
 trainer.finetune = finetune
-from unforget.cli import main
-raise SystemExit(main(sys.argv[1:]))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -52,15 +33,11 @@ def test_two_process_ddp_ranks_end_identical(tmp_path):
     build_tiny_llava(model_dir)
     digests = tmp_path / "digests"
     digests.mkdir()
-    script = tmp_path / "run_cli.py"
-    script.write_text(SCRIPT.format(tests=str(TESTS), digests=str(digests)))
+    script = write_script(tmp_path / "run_cli.py", PATCH.format(digests=str(digests)))
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           str(script), "finetune", "--model", str(model_dir), "--datasets", "ft-colours", "--method", "lora",
-           "--lr", "1e-2", "--epochs", "1", "--batch-size", "2", "--device", "cpu", "--out", str(out),
-           "method_options.r=4"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400, cwd=tmp_path)
+    done = torchrun(script, ["finetune", "--model", str(model_dir), "--datasets", "ft-colours", "--method", "lora",
+                             "--lr", "1e-2", "--epochs", "1", "--batch-size", "2", "--device", "cpu", "--out", str(out),
+                             "method_options.r=4"], timeout=400, cwd=tmp_path)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     rank0, rank1 = ((digests / f"rank{r}.txt").read_text().split() for r in (0, 1))
     assert rank0 == rank1  # same weights and step count on both processes

@@ -2,21 +2,17 @@
 forgetting (drop from the first evaluation) in the Trainer's log history and a JSONL file; training unchanged."""
 
 import functools
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from finetune_helpers import build_tiny_llava, weights_digest  # noqa: E402
-
-from unforget.evaluation.config import EvalConfig  # noqa: E402
-from unforget.models.loading import LoadedModel, load_model  # noqa: E402
-from unforget.runs import read_jsonl  # noqa: E402
-from unforget.training.callback import ForgettingCallback  # noqa: E402
-from unforget.training.config import TrainDataConfig  # noqa: E402
-from unforget.training.data import InstructionDataset, processor_only, training_items  # noqa: E402
-from unforget.training.examples import collate_examples  # noqa: E402
+from tests.finetune_helpers import build_tiny_llava, weights_digest
+from unforget.evaluation.config import EvalConfig
+from unforget.models.loading import LoadedModel, load_model
+from unforget.runs import read_jsonl
+from unforget.training.callback import ForgettingCallback
+from unforget.training.config import TrainDataConfig
+from unforget.training.data import InstructionDataset, processor_only, training_items
+from unforget.training.examples import collate_examples
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/finetune_fixtures.py

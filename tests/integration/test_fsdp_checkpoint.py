@@ -7,32 +7,25 @@ enables FSDP on GPUs, so tests/gpu runs the same path through ``accelerate launc
 """
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-TESTS = Path(__file__).resolve().parents[1]
+from tests.child_process import torchrun, write_script
 
 SCRIPT = r"""
 import json, os, sys
 from pathlib import Path
-sys.path.insert(0, {tests!r})
-import torch
-torch.set_num_threads(1)
 import torch.distributed as dist
 from torch.distributed.fsdp import fully_shard
 from accelerate import Accelerator
-from finetune_helpers import build_tiny_llava
+from tests.finetune_helpers import build_tiny_llava
 from unforget.training.checkpoints import TrainerState, is_sharded, load_optimizer, save_checkpoint
 from unforget.training.methods.base import METHODS
 
 method_name, out = sys.argv[1], Path(sys.argv[2])
 accelerator = Accelerator(cpu=True)
-options = {{"lora": {{"r": 4, "dropout": 0.0}}, "full": {{}}}}[method_name]
+options = {"lora": {"r": 4, "dropout": 0.0}, "full": {}}[method_name]
 method = METHODS.get(method_name)
 
 def fresh():
@@ -63,15 +56,15 @@ def optimizer(model):
 ref, processor = fresh()
 ref_opt = optimizer(ref)
 step(ref, ref_opt, 1)
-after_one = {{n: p.detach().clone() for n, p in ref.named_parameters() if p.requires_grad}}
-ref_opt_state = {{n: ref_opt.state[p]["exp_avg"].clone() for n, p in ref.named_parameters()
-                  if "exp_avg" in ref_opt.state.get(p, {{}})}}  # the projector has no gradient without an image
+after_one = {n: p.detach().clone() for n, p in ref.named_parameters() if p.requires_grad}
+ref_opt_state = {n: ref_opt.state[p]["exp_avg"].clone() for n, p in ref.named_parameters()
+                  if "exp_avg" in ref_opt.state.get(p, {})}  # the projector has no gradient without an image
 second_loss = step(ref, ref_opt, 2)
-after_two = {{n: p.detach().clone() for n, p in ref.named_parameters() if p.requires_grad}}
+after_two = {n: p.detach().clone() for n, p in ref.named_parameters() if p.requires_grad}
 
 class Scheduler:
     def state_dict(self):
-        return {{}}
+        return {}
 
 model, _ = fresh()
 model = shard(model)
@@ -90,31 +83,21 @@ again = shard(again)
 again_opt = optimizer(again)
 load_optimizer(again, again_opt, path)
 resumed_loss = step(again, again_opt, 2)
-full = {{n: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach()
-         for n, p in again.named_parameters() if p.requires_grad}}
+full = {n: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach()
+         for n, p in again.named_parameters() if p.requires_grad}
 if accelerator.is_main_process:
-    torch.save({{"after_one": after_one, "ref_opt_state": ref_opt_state, "after_two": after_two,
-                 "resumed": full}}, out / "reference.pt")
-    (out / "losses.json").write_text(json.dumps({{"reference": second_loss, "resumed": resumed_loss,
-                                                  "path": str(path)}}))
+    torch.save({"after_one": after_one, "ref_opt_state": ref_opt_state, "after_two": after_two,
+                 "resumed": full}, out / "reference.pt")
+    (out / "losses.json").write_text(json.dumps({"reference": second_loss, "resumed": resumed_loss,
+                                                  "path": str(path)}))
 accelerator.wait_for_everyone()
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_sharded(tmp_path: Path, method: str) -> Path:
-    script = tmp_path / "fsdp_checkpoint.py"
-    script.write_text(SCRIPT.format(tests=str(TESTS)))
+    script = write_script(tmp_path / "fsdp_checkpoint.py", SCRIPT, cli=False)
     out = tmp_path / "checkpoints"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           str(script), method, str(out)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400, cwd=tmp_path)
+    done = torchrun(script, [method, str(out)], timeout=400, cwd=tmp_path)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     return out
 

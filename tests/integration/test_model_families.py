@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_models import FAMILIES, make_tiny_model, missing_requirements
 
+from tests.tiny_models import FAMILIES, make_tiny_model, missing_requirements
 from unforget.errors import ModelLoadError
 from unforget.models.loading import load_model
 from unforget.models.prompting import build_prompt, encode_batch

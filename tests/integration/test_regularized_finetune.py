@@ -2,19 +2,13 @@
 weights as an uninterrupted one (the Fisher is read back from regularizer.safetensors, the LwF teacher and the
 anchors are taken again from the starting weights), and L2 holds the weights near where they started."""
 
-import sys
-from pathlib import Path
-
 import pytest
 
-TESTS = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(TESTS))
-from finetune_helpers import weights_digest  # noqa: E402
-
-from unforget.evaluation.config import ModelConfig  # noqa: E402
-from unforget.training import FinetuneConfig, TrainDataConfig, finetune  # noqa: E402
-from unforget.training.config import RegularizerConfig  # noqa: E402
-from unforget.training.regularizers import STATE_FILE  # noqa: E402
+from tests.finetune_helpers import weights_digest
+from unforget.models.config import ModelConfig
+from unforget.training import FinetuneConfig, TrainDataConfig, finetune
+from unforget.training.config import RegularizerConfig
+from unforget.training.regularizers import STATE_FILE
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from synthetic_emt_run import make_run
 
+from tests.synthetic_emt_run import make_run
 from unforget.reports.emt import write_emt_report
 
 CANDIDATES = ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome", "headless_shell")

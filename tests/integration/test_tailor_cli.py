@@ -8,21 +8,17 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-TESTS = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(TESTS))
-from finetune_helpers import COLOURS, colour_image, register_datasets  # noqa: E402
-from strict_json import assert_strict_json  # noqa: E402
-
-from unforget.cli import main  # noqa: E402
-from unforget.runs import read_jsonl  # noqa: E402
-from unforget.tailoring import open_checkpoint  # noqa: E402
+from tests.finetune_helpers import COLOURS, colour_image, register_datasets
+from tests.strict_json import assert_strict_json
+from unforget.cli import main
+from unforget.runs import read_jsonl
+from unforget.tailoring import open_checkpoint
 
 CAPTIONS = ["a {} square", "a {} image", "the image is {}"]
 

@@ -5,8 +5,7 @@ import json
 
 import pytest
 
-from strict_json import assert_strict_json
-
+from tests.strict_json import assert_strict_json
 from unforget.cli import main
 from unforget.runs import read_jsonl
 

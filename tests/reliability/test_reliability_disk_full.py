@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import unforget.runs.io as runs  # the writers live in unforget.runs.io
-from finetune_helpers import build_tiny_llava, register_datasets
+from tests.finetune_helpers import build_tiny_llava, register_datasets
 from unforget.cli import main
 from unforget.runs import JsonlAppender, RunDir, atomic_write_json, read_jsonl
 

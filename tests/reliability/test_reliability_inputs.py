@@ -14,11 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from finetune_helpers import build_tiny_llava
+from tests.finetune_helpers import build_tiny_llava
 from unforget.cli import main
 from unforget.data.types import MAX_IMAGE_PIXELS, load_image
 from unforget.errors import BadSampleError, ModelLoadError, TrainingError
-from unforget.evaluation.config import ModelConfig
+from unforget.models.config import ModelConfig
 from unforget.runs import read_jsonl
 from unforget.training import FinetuneConfig, TrainDataConfig, finetune, load_finetuned
 

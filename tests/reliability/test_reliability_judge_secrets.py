@@ -15,8 +15,8 @@ import logging
 
 import pytest
 
-from finetune_helpers import build_tiny_llava
-from judge_server import JudgeServer
+from tests.finetune_helpers import build_tiny_llava
+from tests.judge_server import JudgeServer
 from unforget.cli import main
 from unforget.evaluation.judges.llm import ENV_API_KEY, ENV_BASE_URL, ENV_LOCAL_MODEL, ENV_MODEL
 from unforget.runs import read_jsonl

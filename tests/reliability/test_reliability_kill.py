@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from crash import RunResult, assert_same_run, kill_at, run_child, run_counting
+from tests.reliability.crash import RunResult, assert_same_run, kill_at, run_child, run_counting
 from unforget.cli import main
 from unforget.runs import read_jsonl
 

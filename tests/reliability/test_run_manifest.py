@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from unforget.checks import run_identity
+from unforget.checks import checked_identity as run_identity
 from unforget.cli import main
 from unforget.config import load_config
 from unforget.evaluation.config import EvalConfig
@@ -187,7 +187,7 @@ def test_a_typo_in_the_second_dataset_fails_before_the_model_loads(tmp_path, mon
     def no_load(*a, **k):
         raise AssertionError("the model was loaded before the names were checked")
 
-    monkeypatch.setattr(evaluator, "load_model", no_load)
+    monkeypatch.setattr(evaluator, "load_configured_model", no_load)
     out = tmp_path / "run"
     assert run_cli("eval", "--model", "tiny-llava", "--datasets", "digits,shapez", "--out", out) == 2
     assert "Did you mean 'shapes'" in capsys.readouterr().out
@@ -219,7 +219,7 @@ def test_a_study_checks_every_name_before_its_folder_exists(tmp_path, capsys, ov
 
 
 def test_a_study_folder_refuses_another_config_before_the_model_loads(tmp_path, monkeypatch, capsys):
-    from unforget.checks import run_identity
+    from unforget.checks import checked_identity as run_identity
     from unforget.studies.emt import EmtConfig
 
     out = tmp_path / "study"
@@ -227,7 +227,8 @@ def test_a_study_folder_refuses_another_config_before_the_model_loads(tmp_path, 
     prepare_run(out, "emt", run_identity(cfg))
     import unforget.evaluation.evaluator as evaluator
 
-    monkeypatch.setattr(evaluator, "make_load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    monkeypatch.setattr(evaluator, "load_configured_model",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
     assert run_cli("study", "emt", "-c", "emt/quickstart", "--out", out, "train.epochs=5") == 2
     assert "config.train.epochs" in capsys.readouterr().out
 

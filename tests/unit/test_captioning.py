@@ -146,8 +146,7 @@ def test_evaluator_scores_caption_records_with_cider_and_bleu():
 
 
 def test_emt_report_leaves_caption_sets_out_of_accuracy_figures(tmp_path):
-    from synthetic_emt_run import make_run, write_jsonl
-
+    from tests.synthetic_emt_run import make_run, write_jsonl
     from unforget.reports.emt import summarise_emt, write_emt_report
     from unforget.runs import read_jsonl
 

@@ -1,15 +1,12 @@
 """Format broke vs knowledge lost: classification, counts with Wilson intervals, record pairing, the EMT report."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from synthetic_emt_run import make_run  # noqa: E402
-
-from unforget.evaluation.metrics import (  # noqa: E402
+from tests.synthetic_emt_run import make_run
+from unforget.evaluation.metrics import (
     FORMAT_BROKE,
     FORMAT_KEPT,
     KNOWLEDGE_LOST,
@@ -18,9 +15,9 @@ from unforget.evaluation.metrics import (  # noqa: E402
     format_knowledge_split,
     split_records,
 )
-from unforget.reports.emt import summarise_emt  # noqa: E402
-from unforget.runs import read_jsonl  # noqa: E402
-from unforget.stats import wilson_interval  # noqa: E402
+from unforget.reports.emt import summarise_emt
+from unforget.runs import read_jsonl
+from unforget.stats import wilson_interval
 
 
 def test_classify_error():

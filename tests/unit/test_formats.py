@@ -17,7 +17,10 @@ import pytest
 from PIL import Image
 
 from unforget.data import FORMATS, load_dataset
-from unforget.data.formats import read_cifar_pickle, read_csv, read_idx, read_jsonl
+from unforget.data.formats.cifar import read_cifar_pickle
+from unforget.data.formats.csv_file import read_csv
+from unforget.data.formats.jsonl import read_jsonl
+from unforget.data.formats.mnist_idx import read_idx
 from unforget.errors import BadSampleError, ConfigError, DataError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

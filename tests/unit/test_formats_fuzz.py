@@ -16,7 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from unforget.data.formats import load_csv, load_jsonl, read_cifar_pickle, read_csv, read_idx, read_jsonl
+from unforget.data.formats.cifar import read_cifar_pickle
+from unforget.data.formats.csv_file import load_csv, read_csv
+from unforget.data.formats.jsonl import load_jsonl, read_jsonl
+from unforget.data.formats.mnist_idx import read_idx
 from unforget.data.types import load_image
 from unforget.errors import DataError
 

@@ -1,19 +1,13 @@
 """The cascade: exact, then embedding, then the LLM (a local OpenAI-protocol server) only where the others doubt."""
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ helpers
-
-from judge_server import JudgeServer  # noqa: E402
-
-from unforget.errors import JudgeError  # noqa: E402
-from unforget.evaluation.judges.base import JUDGES, JudgeItem, Verdict  # noqa: E402
-from unforget.evaluation.judges.cascade import CascadeJudge  # noqa: E402
-from unforget.evaluation.judges.exact import ExactJudge  # noqa: E402
-from unforget.evaluation.judges.llm import ENV_API_KEY, ENV_BASE_URL, ENV_LOCAL_MODEL, ENV_MODEL, LLMJudge  # noqa: E402
+from tests.judge_server import JudgeServer
+from unforget.errors import JudgeError
+from unforget.evaluation.judges.base import JUDGES, JudgeItem, Verdict
+from unforget.evaluation.judges.cascade import CascadeJudge
+from unforget.evaluation.judges.exact import ExactJudge
+from unforget.evaluation.judges.llm import ENV_API_KEY, ENV_BASE_URL, ENV_LOCAL_MODEL, ENV_MODEL, LLMJudge
 
 SHAPES = [f"{c} {s}" for c in ("red", "green", "blue", "yellow") for s in ("circle", "square", "star", "triangle")]
 

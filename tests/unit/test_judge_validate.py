@@ -10,7 +10,7 @@ from unforget.evaluation.judges.base import Verdict
 from unforget.evaluation.judges.llm import ENV_BASE_URL, ENV_LOCAL_MODEL, ENV_MODEL
 from unforget.evaluation.judges.validate import (
     GoldAnswer,
-    build_judges,
+    build_available_judges,
     find_gold_file,
     read_gold,
     score_judge,
@@ -109,7 +109,7 @@ def test_shipped_gold_file_and_exact_judge():
     assert path.name == "gold-digits.jsonl"
     answers = read_gold(path)
     assert len(answers) >= 50 and {g.correct for g in answers} == {True, False}
-    judges, unavailable = build_judges(["exact"])
+    judges, unavailable = build_available_judges(["exact"])
     validation, by_judge = validate_judges(answers, judges, n_resamples=200)
     exact = validation.judges[0]
     # the exact judge misreads number words used as words ("one can see a 5") and self-corrections

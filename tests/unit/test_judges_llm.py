@@ -6,23 +6,18 @@ log-probability decisions, base URLs that keep their query, extra headers."""
 import json
 import logging
 import multiprocessing
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ helpers (judge_server, tiny_models)
-
-from judge_server import JudgeServer  # noqa: E402
-
-from unforget.errors import JudgeError  # noqa: E402
-from unforget.evaluation.judges.base import JUDGES, JudgeItem  # noqa: E402
-from unforget.evaluation.judges.cache import JudgeCache, judge_cache_key  # noqa: E402
-from unforget.evaluation.judges.llm import (  # noqa: E402
+from tests.judge_server import JudgeServer
+from unforget.errors import JudgeError
+from unforget.evaluation.judges.base import JUDGES, JudgeItem
+from unforget.evaluation.judges.cache import JudgeCache, judge_cache_key
+from unforget.evaluation.judges.llm import (
     ENV_API_KEY, ENV_BASE_URL, ENV_LOCAL_MODEL, ENV_MODEL, PROMPT_VERSION, LLMJudge, endpoint_url, parse_retry_after,
     parse_yes_no, public_url)
-from unforget.runs import read_jsonl  # noqa: E402
-from unforget.runs.secrets import REDACTED  # noqa: E402
+from unforget.runs import read_jsonl
+from unforget.runs.secrets import REDACTED
 
 KEY = "sk-test-Zq8rT3kVw9SECRETvalue"
 Q = "What is in the image? Answer with the colour and the shape."

@@ -157,8 +157,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def test_emt_report_has_the_language_section(tmp_path):
-    from synthetic_emt_run import make_run
-
+    from tests.synthetic_emt_run import make_run
     from unforget.reports.emt import write_emt_report
 
     root = make_run(tmp_path / "run")
@@ -191,8 +190,7 @@ def test_emt_report_has_the_language_section(tmp_path):
 
 
 def test_emt_report_without_language_rows_has_no_section(tmp_path):
-    from synthetic_emt_run import make_run
-
+    from tests.synthetic_emt_run import make_run
     from unforget.reports.emt import summarise_emt
 
     assert summarise_emt(make_run(tmp_path / "run"))["language"] is None

@@ -7,6 +7,7 @@ import importlib.util
 import pytest
 
 from unforget.cli import build_parser
+from unforget.errors import JudgeError
 from unforget.evaluation.judges import llm
 
 
@@ -19,7 +20,7 @@ def test_judge_model_flag_becomes_the_llm_judge_option(monkeypatch):
 
     monkeypatch.setattr("unforget.config.load_config", fake_load_config)
     args = build_parser().parse_args(["eval", "--judges", "llm,exact", "--judge-model", "/models/judge"])
-    from unforget.cli import run_eval
+    from unforget.cli.eval import run_eval
 
     with pytest.raises(SystemExit):
         run_eval(args)
@@ -41,8 +42,8 @@ def test_offline_default_is_the_packaged_smollm2_only_when_installed(monkeypatch
 def test_no_endpoint_and_no_package_still_says_what_to_configure(monkeypatch, tmp_path):
     for env in (llm.ENV_BASE_URL, llm.ENV_MODEL, llm.ENV_LOCAL_MODEL):
         monkeypatch.delenv(env, raising=False)
-    monkeypatch.setattr(llm, "offline_default_judge", lambda: None)
-    with pytest.raises(llm.JudgeError, match="UNFORGET_JUDGE_BASE_URL"):
+    monkeypatch.setattr(llm.judge, "offline_default_judge", lambda: None)  # where the judge looks it up
+    with pytest.raises(JudgeError, match="UNFORGET_JUDGE_BASE_URL"):
         llm.LLMJudge(cache_dir=tmp_path)
 
 

@@ -1,15 +1,11 @@
 """The EMT report's probe section on a hand-written run folder: KL curves and Spearman's rho with forgetting."""
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from synthetic_emt_run import make_run, write_jsonl  # noqa: E402
-
-from unforget.reports.emt import kl_forgetting_correlation, summarise_emt  # noqa: E402
+from tests.synthetic_emt_run import make_run, write_jsonl
+from unforget.reports.emt import kl_forgetting_correlation, summarise_emt
 
 
 def probe_row(epoch, kl_shapes, kl_digits=0.0, seed=None):

@@ -37,6 +37,12 @@ class ScriptedJudge:
                                error=None if correct is not None else "endpoint down"))
         return out
 
+    def stats(self):
+        return {}
+
+    def close(self):
+        pass
+
 
 JUDGES.register("scripted", ScriptedJudge, description="test judge")
 
@@ -168,11 +174,7 @@ def test_cli_rejudge_needs_an_eval_run_folder(tmp_path, capsys):
 
 
 def test_cli_rejudges_every_evaluation_folder_of_a_study(tmp_path, capsys):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from synthetic_emt_run import make_run
+    from tests.synthetic_emt_run import make_run
 
     root = make_run(tmp_path / "run")
     before = {p: p.read_text() for p in root.rglob("samples.jsonl")}

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from synthetic_emt_run import ARMS, PNG_MAGIC, make_run, record, write_jsonl
-
+from tests.synthetic_emt_run import ARMS, PNG_MAGIC, make_run, record, write_jsonl
 from unforget.errors import DataError, RegistryError
 from unforget.reports.base import REPORTS, detect_report_kind, write_run_report
 from unforget.reports.emt import summarise_emt, write_emt_report
@@ -289,7 +288,7 @@ def test_report_verb_and_kind_detection(tmp_path, run):
     import argparse
 
     from unforget.cli import VERBS
-    from unforget.reports.cli import add_report, run_report
+    from unforget.cli.report import add_report, run_report
 
     assert "report" in VERBS
     assert detect_report_kind(run).name == "emt"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from synthetic_emt_run import make_run as make_emt_run
 
+from tests.synthetic_emt_run import make_run as make_emt_run
 from unforget.cli import main
 from unforget.errors import DataError
 from unforget.reports.base import detect_report_kind, guess_report_kind

@@ -166,7 +166,7 @@ def test_a_mix_budget_smaller_than_a_source_draws_from_it_as_a_limit_does():
 
 
 def test_a_dataset_alone_at_a_budget_trains_on_what_the_same_limit_gives():
-    from finetune_helpers import register_datasets
+    from tests.finetune_helpers import register_datasets
     from unforget.training.config import TrainDataConfig
     from unforget.training.data import training_items
 

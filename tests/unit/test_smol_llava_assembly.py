@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.tiny_models import stand_in_parts
 from unforget.errors import ModelLoadError
 from unforget.models.tokenizer import IMAGE_TOKEN
 from unforget.models.zoo.smol_llava_assembly import (
@@ -19,8 +20,6 @@ from unforget.models.zoo.smol_llava_assembly import (
     save_folder,
     save_trained_parts,
 )
-
-from tiny_models import stand_in_parts
 
 
 def _image(seed: int = 0):

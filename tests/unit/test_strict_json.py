@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from strict_json import assert_strict_json, non_strict_json
 
+from tests.strict_json import assert_strict_json, non_strict_json
 from unforget.cli import main
 
 

@@ -41,8 +41,9 @@ def test_accepted_answers_judged_inside_sentences():
 
 
 def test_evaluator_generates_text_samples_even_in_rank_mode(tmp_path):
-    from unforget.evaluation.config import EvalConfig, ModelConfig
+    from unforget.evaluation.config import EvalConfig
     from unforget.evaluation.evaluator import evaluate
+    from unforget.models.config import ModelConfig
     from unforget.runs import RunDir
 
     cfg = EvalConfig(model=ModelConfig(name="tiny-llava", device="cpu"), datasets=["text"], mode="rank", limit=4,

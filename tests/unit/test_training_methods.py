@@ -1,30 +1,26 @@
 """What each fine-tuning method promises, on a tiny random LLaVA (peft's test_only_params_are_updated style):
 frozen weights stay bit-identical, trainable ones move, the trainable count is the method's, loss falls."""
 
-import sys
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from unforget.errors import ConfigError, RegistryError  # noqa: E402
-from unforget.evaluation.config import ModelConfig  # noqa: E402
-from unforget.models.build import LlavaShape  # noqa: E402
-from unforget.models.loading import load_model  # noqa: E402
-from unforget.training.checkpoints import (  # noqa: E402
+from unforget.errors import ConfigError, RegistryError
+from unforget.models.config import ModelConfig
+from unforget.models.build import LlavaShape
+from unforget.models.loading import load_model
+from unforget.training.checkpoints import (
     capture_rng,
     optimizer_files,
     optimizer_state_dict,
     restore_rng,
 )
-from unforget.training.config import FinetuneConfig, TrainDataConfig  # noqa: E402
-from unforget.training.data import EpochShuffleSampler, training_items  # noqa: E402
-from unforget.training.methods.base import METHODS, count_parameters, part_of  # noqa: E402
-from unforget.training.trainer import finetune  # noqa: E402
+from unforget.training.config import FinetuneConfig, TrainDataConfig
+from unforget.training.data import EpochShuffleSampler, training_items
+from unforget.training.methods.base import METHODS, count_parameters, part_of
+from unforget.training.trainer import finetune
 
 SHAPE = LlavaShape()  # the sizes build_tiny_llava uses
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from finetune_helpers import register_datasets
+from tests.finetune_helpers import register_datasets
 from unforget.config import from_dict
 from unforget.errors import ConfigError
 from unforget.training.config import TrainDataConfig

@@ -14,13 +14,14 @@ from typing import Any, Callable, Sequence
 from ..data import ImageDataset, Sample, load_dataset
 from ..data.sampling import Sampling, SamplingStrategy, select_split
 from ..errors import BadSampleError, ConfigError
-from ..models.loading import LoadedModel, load_model
+from ..models.loading import LoadedModel, load_configured_model
 from ..runs import RunDir
+from ..runs.records import SampleRecord
 from ..scale.batching import with_oom_backoff
 from .captioning import CaptionMetrics, caption_metrics, sample_references
-from .config import EvalConfig, ModelConfig
+from .config import EvalConfig
 from .generation import GenerationRequest, generate_answers
-from .judges.base import JUDGES, JudgeItem, Verdict
+from .judges.base import JUDGES, JudgeItem, Verdict, build_judges, judge_stats
 from .judges.exact import ExactJudge
 from .metrics import ClassificationMetrics, FormatKnowledgeSplit, classification_metrics, split_records
 
@@ -69,14 +70,6 @@ class EvalResult:
         }
 
 
-def make_load_model(cfg: ModelConfig) -> LoadedModel:
-    from ..scale.sharding import process_device
-
-    return load_model(cfg.name, dtype=cfg.dtype, device=process_device(cfg.device), device_map=cfg.device_map,
-                      attn_implementation=cfg.attn_implementation, adapter=cfg.adapter,
-                      trust_remote_code=cfg.trust_remote_code)
-
-
 def select_samples(ds: ImageDataset, split: str, limit: int | None, strategy: SamplingStrategy = "stratified",
                    seed: int = 0) -> tuple[list[Sample], Sampling]:
     """The samples a run evaluates (:func:`~unforget.data.sampling.select_split`): the same for every model, epoch
@@ -100,8 +93,8 @@ def evaluate(
     from ..scale.sharding import current_shard, merge_shards, shard_records, sum_stats
 
     shard = current_shard()
-    lm = lm or make_load_model(cfg.model)
-    judges = [JUDGES.get(name)(**cfg.judge_options.get(name, {})) for name in cfg.judges]
+    lm = lm or load_configured_model(cfg.model)
+    judges = build_judges(cfg.judges, cfg.judge_options)
     tag = tag or {}
     previous = (run.samples() + shard_records(run)) if run else []
     existing = [r for r in previous if all(r.get(k) == v for k, v in tag.items())]
@@ -137,10 +130,8 @@ def evaluate(
         if appender:
             appender.close()
         for j in judges:
-            close = getattr(j, "close", None)
-            if callable(close):
-                close()
-    stats = {j.name: j.stats() for j in judges if callable(getattr(j, "stats", None))}
+            j.close()
+    stats = judge_stats(judges)
     if shard.world > 1:
         stats = sum_stats(shard.gather([stats]))
         shard.barrier()  # every shard file is complete and closed
@@ -163,7 +154,7 @@ def _predict_and_judge(cfg, lm, ds, todo, judges, leak_sets, appender, tag, on_p
             except BadSampleError as exc:
                 if not cfg.skip_bad:
                     raise
-                rec = {**tag, "id": s.id, "dataset": ds.name, "skipped": True, "error": str(exc)}
+                rec = SampleRecord(s.id, ds.name, tag=dict(tag), skipped=True, error=str(exc)).to_dict()
                 records.append(rec)
                 if appender:
                     appender.write(rec)
@@ -196,20 +187,19 @@ def _predict_and_judge(cfg, lm, ds, todo, judges, leak_sets, appender, tag, on_p
                                        raw=it.answer) for it in items]
             verdicts_by_judge = {j.name: ranked_verdicts for j in judges}
         for i, (s, _) in enumerate(loaded):
-            rec: dict[str, Any] = {
-                **tag, "id": s.id, "dataset": ds.name, "split": cfg.split, "task": ds.task, "question": questions[i],
-                "answer": answers[i], "reference": items[i].reference, "label": s.label,
-                **verdict_fields(judges, {name: v[i] for name, v in verdicts_by_judge.items()}), "mode": mode,
-                "leaks": {name: exact.match(answers[i], other.class_names, other.synonyms)[0] is not None
-                          for name, other in leak_sets.items()},
-            }
-            if s.meta.get("qtype"):
-                rec["qtype"] = s.meta["qtype"]
+            record = SampleRecord(
+                s.id, ds.name, tag=dict(tag), split=cfg.split, task=ds.task, question=questions[i], answer=answers[i],
+                reference=items[i].reference, label=s.label,
+                **verdict_fields(judges, {name: v[i] for name, v in verdicts_by_judge.items()}), mode=mode,
+                leaks={name: exact.match(answers[i], other.class_names, other.synonyms)[0] is not None
+                       for name, other in leak_sets.items()},
+                qtype=s.meta.get("qtype") or None)
             if ranked[i] is not None:
-                rec["rank_of_reference"] = ranked[i]["rank_of_reference"]
-                rec["top_k"] = ranked[i]["top_k"]
+                record.rank_of_reference = ranked[i]["rank_of_reference"]
+                record.top_k = ranked[i]["top_k"]
             if also[i] is not None:  # kept apart from the generated answer's fields: only the split reads it
-                rec["rank"] = {**also[i], "correct": also[i]["prediction"] == items[i].reference}
+                record.rank = {**also[i], "correct": also[i]["prediction"] == items[i].reference}
+            rec = record.to_dict()
             records.append(rec)
             if appender:
                 appender.write(rec)
@@ -251,10 +241,11 @@ def _caption_records(cfg, lm, ds, loaded, questions, appender, tag) -> list[dict
                                batch_size=cfg.batch_size, max_new_tokens=cfg.caption_max_new_tokens)
     records = []
     for (s, _), question, answer in zip(loaded, questions, answers):
-        rec = {**tag, "id": s.id, "dataset": ds.name, "split": cfg.split, "task": "caption", "question": question,
-               "answer": answer, "reference": ds.reference(s),
-               "references": sample_references(ds.reference(s), s.meta.get("captions") or s.meta.get("answers")),
-               "mode": cfg.mode}
+        rec = SampleRecord(s.id, ds.name, tag=dict(tag), split=cfg.split, task="caption", question=question,
+                           answer=answer, reference=ds.reference(s),
+                           references=sample_references(ds.reference(s),
+                                                        s.meta.get("captions") or s.meta.get("answers")),
+                           mode=cfg.mode).to_dict()
         records.append(rec)
         if appender:
             appender.write(rec)

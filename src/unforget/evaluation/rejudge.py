@@ -24,7 +24,7 @@ from ..errors import DataError, UnforgetError
 from ..runs import RunDir, read_jsonl
 from .config import EvalConfig
 from .evaluator import EvalResult, judge_item, score_records, verdict_fields
-from .judges.base import JUDGES, Verdict
+from .judges.base import Judge, Verdict, build_judges, judge_stats
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def _datasets_of(records: Sequence[dict[str, Any]], refs: Sequence[str],
     return out
 
 
-def rejudge_records(records: list[dict[str, Any]], judges: Sequence[Any], datasets: dict[str, ImageDataset],
+def rejudge_records(records: list[dict[str, Any]], judges: Sequence[Judge], datasets: dict[str, ImageDataset],
                     progress: ProgressFn | None = None) -> RejudgeResult:
     """Fill in missing or failed verdicts in ``records`` (changed in place); the first judge decides."""
     names = [j.name for j in judges]
@@ -117,7 +117,7 @@ def rejudge_records(records: list[dict[str, Any]], judges: Sequence[Any], datase
         verdicts.update(new.get(i, {}))
         record.update(verdict_fields(judges, {name: verdicts[name] for name in names}))
         changed += 1
-    stats = {j.name: j.stats() for j in judges if callable(getattr(j, "stats", None))}
+    stats = judge_stats(judges)
     still = Counter(name for r in records for name in missing_verdicts(r, names))
     return RejudgeResult(records=sum(judgeable(r) for r in records), touched=len(new), changed=changed,
                          sent={name: len(idx) for name, idx in todo.items()},
@@ -131,15 +131,13 @@ def rejudge_run(cfg: EvalConfig, run: RunDir, progress: ProgressFn | None = None
     if not records:
         raise DataError(f"{run.samples_path} is missing or empty: there are no answers to judge again "
                         "(run `unforget eval` on this folder first)")
-    judges = [JUDGES.get(name)(**cfg.judge_options.get(name, {})) for name in cfg.judges]
+    judges = build_judges(cfg.judges, cfg.judge_options)
     try:
         datasets = _datasets_of(records, cfg.datasets)
         result = rejudge_records(records, judges, datasets, progress)
     finally:
         for j in judges:
-            close = getattr(j, "close", None)
-            if callable(close):
-                close()
+            j.close()
     if result.changed:
         run.rewrite_samples(records)
     scored: dict[str, Any] = {}
@@ -197,7 +195,7 @@ def rejudge_study(study: str | Path, judges: Sequence[str] | None = None,
     if not folders:
         raise DataError(f"{study} holds no samples.jsonl under it: there are no answers to judge again "
                         "(run the study first)")
-    built = [JUDGES.get(name)(**options.get(name, {})) for name in names]
+    built = build_judges(names, options)
     datasets: dict[str, ImageDataset] = {}
     refs = study_refs(config)
     done: dict[str, RejudgeResult] = {}
@@ -215,9 +213,7 @@ def rejudge_study(study: str | Path, judges: Sequence[str] | None = None,
             done[label] = result
     finally:
         for j in built:
-            close = getattr(j, "close", None)
-            if callable(close):
-                close()
+            j.close()
     try:
         kind = detect_report_kind(study)
     except UnforgetError:

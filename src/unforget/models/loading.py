@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ..errors import ModelLoadError
+from .config import ModelConfig
 from .zoo import resolve_zoo_name
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,18 @@ def resolve_device(device: str | None) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelLoadError(f"device '{device}' was asked for but CUDA is not available here; use --device cpu")
     return device
+
+
+def process_device(device: str | None) -> str | None:
+    """Under a launcher (``accelerate launch`` / torchrun) each process has its own GPU: ``cuda`` / ``auto`` become
+    ``cuda:<local rank>``; otherwise ``device`` as given."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not torch.cuda.is_available() or device not in (
+            None, "auto", "cuda"):
+        return device
+    # accelerate is needed only under a launcher, and its import is slow: imported here
+    from accelerate import PartialState
+
+    return str(PartialState().device)
 
 
 def _offline() -> bool:
@@ -162,6 +175,13 @@ def load_model(
     if tok is not None and tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return LoadedModel(model=model, processor=processor, family=family, source=str(path))
+
+
+def load_configured_model(cfg: ModelConfig) -> LoadedModel:
+    """The model ``cfg`` names, loaded as it says, on this process's device."""
+    return load_model(cfg.name, dtype=cfg.dtype, device=process_device(cfg.device), device_map=cfg.device_map,
+                      attn_implementation=cfg.attn_implementation, adapter=cfg.adapter,
+                      trust_remote_code=cfg.trust_remote_code)
 
 
 def _refuse_pickle_only(path: Path) -> None:

@@ -1,6 +1,6 @@
 """The report of a judge validation run (``unforget judge validate``): each judge against the human verdicts.
 
-Inputs: ``metrics.json`` (written by :func:`unforget.evaluation.cli.run_judge`: the gold file, its answers per
+Inputs: ``metrics.json`` (written by :func:`unforget.cli.judge.run_judge`: the gold file, its answers per
 dataset and, per judge, accuracy with its Wilson interval, Cohen's kappa with its bootstrap interval, false
 accepts and rejects, per-dataset accuracy and the disagreements). The folder has no config.yaml: the settings are
 in metrics.json's ``config``.

@@ -34,7 +34,10 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from .meta import meta_model, repeated_block_classes
+from ..flops import generate_flops, image_tokens, train_step_flops
+from ..models.loading import resolve_dtype
+from ..training.methods.base import METHODS, VISION_MODULES, count_parameters, part_of
+from .meta import load_model_config, meta_model, repeated_block_classes
 
 GIB = 1024**3
 DEFAULT_TEXT_TOKENS = 64  # question + chat template + answer of an EMT / VQA prompt, without the image tokens
@@ -177,8 +180,6 @@ class StudyPlan:
 
 
 def count_parts(model: Any) -> PartCounts:
-    from ..training.methods.base import part_of
-
     counts = PartCounts()
     for name, p in model.named_parameters():
         part = part_of(name)
@@ -249,8 +250,6 @@ def generate_memory(shape: TextShape, weight_bytes: int, prompt_tokens: int, new
 
 
 def _image_tokens(config: Any) -> int:
-    from ..flops import image_tokens
-
     try:
         return image_tokens(config)
     except ConfigError:
@@ -260,35 +259,11 @@ def _image_tokens(config: Any) -> int:
         return (448 // vision.patch_size) ** 2 // (merge * merge)
 
 
-def _flops_trainable(method: str, options: Any) -> dict[str, Any]:
-    """train_step_flops arguments of a method's options."""
-    parts: list[str] = []
-    kwargs: dict[str, Any] = {}
-    if method == "projector":
-        parts = ["projector"]
-    elif method == "lora":
-        kwargs["lora_rank"] = options.r
-        from ..flops import LORA_TARGETS
-
-        kwargs["lora_targets"] = [t for t in LORA_TARGETS if f"{t}_proj" in options.target_modules]
-        if not options.freeze_multi_modal_projector:
-            parts.append("projector")
-    else:  # full and partial: the language model trains (partial: an upper bound)
-        parts = ["language"]
-        if not getattr(options, "freeze_multi_modal_projector", True):
-            parts.append("projector")
-        if not getattr(options, "freeze_vision_tower", True):
-            parts.append("vision")
-    kwargs["trainable"] = parts
-    return kwargs
-
-
 def plan_method(config: Any, name: str, method: str, options: dict[str, Any], *, dtype: torch.dtype,
                 tokens: int, answer_tokens: int, batch_size: int, processes: int, device_memory: int,
                 checkpointing: bool, headroom: float = DEFAULT_HEADROOM) -> MethodPlan:
-    """Prepare ``method`` on a meta model of ``config`` and count what it trains and costs."""
-    from ..training.methods.base import METHODS, VISION_MODULES, count_parameters
-
+    """Prepare ``method`` on a meta model of ``config`` and count what it trains and costs; the FLOPs of a step
+    count what the method says it trains (:meth:`~unforget.training.methods.base.FinetuneMethod.trained_parts`)."""
     m = METHODS.get(method)
     opts = m.parse_options(options)
     model = m.prepare(meta_model(config, dtype), opts)
@@ -307,9 +282,8 @@ def plan_method(config: Any, name: str, method: str, options: dict[str, Any], *,
     ddp = train_memory(t_bytes, w_bytes, per_sample, batch_size, processes, "ddp")
     fsdp = train_memory(t_bytes, w_bytes, per_sample, batch_size, processes, "fsdp")
     try:
-        from ..flops import train_step_flops
-
-        step = train_step_flops(config, tokens, 1, logits_tokens=answer_tokens, **_flops_trainable(method, opts))
+        step = train_step_flops(config, tokens, 1, logits_tokens=answer_tokens,
+                                **m.trained_parts(opts).flops_arguments())
         step_flops: int | None = step.total
     except ConfigError:
         step_flops = None
@@ -329,8 +303,6 @@ class ArmSpec:
 def study_arms(study: dict[str, Any]) -> list[ArmSpec]:
     """The fine-tuning arms of a study config of any kind (emt ``methods``, 2x2 ``sweep.methods`` and ``hybrid``,
     continual / tailor ``train.method``); tailoring methods are not fine-tuning and are left out."""
-    from ..training.methods.base import METHODS
-
     known = set(METHODS.names())
     arms: list[ArmSpec] = []
     candidates = list(study.get("methods") or []) + list((study.get("sweep") or {}).get("methods") or [])
@@ -362,9 +334,6 @@ def plan_study(study: dict[str, Any], *, processes: int = 1, device_memory: int 
                text_tokens: int = DEFAULT_TEXT_TOKENS, answer_tokens: int = DEFAULT_ANSWER_TOKENS,
                headroom: float = DEFAULT_HEADROOM) -> StudyPlan:
     """The plan of a study config (the YAML as a mapping) on ``processes`` devices of ``device_memory`` bytes."""
-    from ..models.loading import resolve_dtype
-    from .meta import load_model_config
-
     model_cfg = study.get("model") or {}
     name = model_cfg.get("name", "tiny-llava")
     dtype_name = model_cfg.get("dtype", "auto")
@@ -387,8 +356,6 @@ def plan_study(study: dict[str, Any], *, processes: int = 1, device_memory: int 
     gen = generate_memory(shape, weight_bytes, tokens - answer_tokens, new_tokens, dtype.itemsize,
                           int(ev.get("batch_size", 16)))
     try:
-        from ..flops import generate_flops
-
         gen_flops: int | None = generate_flops(config, tokens - answer_tokens, new_tokens, 1).total
     except ConfigError:
         gen_flops = None

@@ -38,11 +38,12 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..config import to_dict
-from ..data.sampling import SamplingStrategy
 from ..errors import ConfigError, ModelLoadError, TrainingError
-from ..evaluation.config import EvalConfig, ModelConfig, ProbeConfig
+from ..evaluation.config import EvalConfig, ProbeConfig
+from ..models.config import ModelConfig
 from ..reports.continual import BASE_DIR, WEIGHTS_FILE, step_folder_name
-from ..checks import open_run
+from ..training.config import MethodTrainSettings
+from ..checks import open_checked_run
 from ..runs import RunDir, atomic_write_json, sub_run
 from .base import STUDIES, Study
 from .probing import base_file, base_probe_pending, load_base_distributions, make_probe, record_probe
@@ -53,24 +54,12 @@ ProgressFn = Callable[[str, int, int], None]
 
 
 @dataclass
-class ContinualTrain:
+class ContinualTrain(MethodTrainSettings):
     """How every task is fine-tuned unless its strategy says otherwise (``regularised`` sets its own recipe)."""
 
-    method: str = "lora"
     method_options: dict[str, Any] = field(default_factory=lambda: {"r": 8})
-    lr: float | None = None  # None: the method's default
-    epochs: int = 1
-    split: str = "train"
     limit: int | None = 256  # training samples per task, drawn as `sampling` says
-    sampling: SamplingStrategy = "stratified"  # seeded class-stratified (the same for every strategy); head: first N
-    template: int | str = "round-robin"
     batch_size: int = 16
-    grad_accum: int = 1
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    max_grad_norm: float | None = 1.0
-    mixed_precision: str = "auto"
-    gradient_checkpointing: bool = False
 
 
 @dataclass
@@ -133,12 +122,11 @@ def eval_config(cfg: ContinualConfig) -> EvalConfig:
 
 
 def default_plan(cfg: ContinualConfig, index: int) -> Any:
-    from ..training.config import RegularizerConfig, TrainDataConfig
+    from ..training.config import RegularizerConfig
     from .continual_strategies import TrainPlan
 
     t = cfg.train
-    data = TrainDataConfig(datasets=[cfg.tasks[index]], split=t.split, limit=t.limit, sampling=t.sampling,
-                           template=t.template)
+    data = t.data_config([cfg.tasks[index]])
     data.validate()
     return TrainPlan(data=data, method=t.method, method_options=dict(t.method_options), lr=t.lr, epochs=t.epochs,
                      regularizer=RegularizerConfig())
@@ -149,7 +137,7 @@ def run_continual(cfg: ContinualConfig, progress: ProgressFn | None = None) -> P
     from ..evaluation.evaluator import evaluate
 
     out = Path(cfg.out or Path("runs") / "continual" / cfg.name)
-    root = open_run(out, "continual", cfg)
+    root = open_checked_run(out, "continual", cfg)
     root.write_config(cfg)
     ev = eval_config(cfg)
 
@@ -217,7 +205,6 @@ def _run_strategy(cfg: ContinualConfig, arm: StrategyRun, out: Path, ev: EvalCon
 def _train_step(cfg: ContinualConfig, arm: StrategyRun, strategy: Any, options: Any, step: Any, lm: Any,
                 progress: ProgressFn | None) -> Any:
     """Fine-tune the running model on the step's task (or put back the step's saved result) and return it."""
-    from ..training.config import FinetuneConfig
     from ..training.trainer import finetune
 
     sub = _step_run(step.folder)
@@ -228,12 +215,9 @@ def _train_step(cfg: ContinualConfig, arm: StrategyRun, strategy: Any, options: 
     before = weights_snapshot(lm.model)
     plan = strategy.plan(step, options)
     t = cfg.train
-    ft = FinetuneConfig(
-        model=cfg.model, data=plan.data, method=plan.method, method_options=dict(plan.method_options), lr=plan.lr,
-        epochs=plan.epochs, batch_size=t.batch_size, grad_accum=t.grad_accum, warmup_ratio=t.warmup_ratio,
-        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm, seed=cfg.seed, mixed_precision=t.mixed_precision,
-        gradient_checkpointing=t.gradient_checkpointing, regularizer=plan.regularizer, out=str(step.folder / "train"),
-    )
+    ft = t.finetune_config(model=cfg.model, data=plan.data, method=plan.method, method_options=plan.method_options,
+                           lr=plan.lr, epochs=plan.epochs, seed=cfg.seed, regularizer=plan.regularizer,
+                           out=str(step.folder / "train"))
     ft.regularizer.validate()
     log.info("%s: task %d (%s), method %s, regularizer %s", arm.name, step.index, step.task, plan.method,
              plan.regularizer.name or "none")
@@ -270,9 +254,9 @@ def _evaluate_step(cfg: ContinualConfig, arm: StrategyRun, step: Any, lm: Any, e
 
 def load_running_model(cfg: ContinualConfig, done_steps: list[Path]) -> Any:
     """The base model with the saved weights of ``done_steps`` applied in order."""
-    from ..evaluation.evaluator import make_load_model
+    from ..models.loading import load_configured_model
 
-    lm = make_load_model(cfg.model)
+    lm = load_configured_model(cfg.model)
     if cfg.model.adapter:
         lm.model = lm.model.merge_and_unload()  # as training does: the adapter folded into one ordinary model
     for folder in done_steps:

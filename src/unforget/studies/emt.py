@@ -29,12 +29,14 @@ from typing import Any, Callable
 
 from ..config import to_dict
 from ..data import load_dataset
-from ..data.sampling import SamplingStrategy, select_split
+from ..data.sampling import select_split
 from ..errors import ConfigError
-from ..evaluation.config import EvalConfig, LanguageConfig, ModelConfig, ProbeConfig
-from ..evaluation.evaluator import evaluate, make_load_model
-from ..models.loading import LoadedModel
-from ..checks import open_run
+from ..evaluation.config import EvalConfig, LanguageConfig, ProbeConfig
+from ..evaluation.evaluator import evaluate
+from ..models.config import ModelConfig
+from ..models.loading import LoadedModel, load_configured_model
+from ..training.config import TrainSettings
+from ..checks import open_checked_run
 from ..runs import RunDir, atomic_write_json, read_jsonl, sub_run
 from .base import STUDIES, Study
 from .language_scores import record_language, text_dataset
@@ -57,27 +59,20 @@ class MethodRun:
 
 
 @dataclass
-class TrainSettings:
+class EmtTrain(TrainSettings):
+    """EMT's ``train:``: the fine-tuning set and the epochs of every arm that names none, besides every shared
+    fine-tuning setting (``classes``: class-subset fine-tuning, EMT's minority-collapse analysis)."""
+
     dataset: str = "digits"  # the fine-tuning set
-    split: str = "train"
-    limit: int | None = None
-    sampling: SamplingStrategy = "stratified"  # how `limit` draws the training samples (head: the first N)
-    classes: list[int] | None = None  # class-subset fine-tuning (EMT's minority-collapse analysis)
-    template: str = "round-robin"
     epochs: int = 3
     batch_size: int = 16
-    grad_accum: int = 1
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    mixed_precision: str = "auto"
-    gradient_checkpointing: bool = False
 
 
 @dataclass
 class EmtConfig:
     name: str = "emt"
     model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainSettings = field(default_factory=TrainSettings)
+    train: EmtTrain = field(default_factory=EmtTrain)
     methods: list[MethodRun] = field(default_factory=lambda: [MethodRun("projector", "projector"),
                                                               MethodRun("lora", "lora")])
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -123,11 +118,11 @@ def run_emt(cfg: EmtConfig, progress: ProgressFn | None = None) -> Path:
     # DDP, and the main process alone writes the study's files (probe, alignment, metrics, report)
     main = current_shard().is_main
     out = Path(cfg.out or Path("runs") / "emt" / cfg.name)
-    root = open_run(out, "emt", cfg, main=main)
+    root = open_checked_run(out, "emt", cfg, main=main)
     if main:
         root.write_config(cfg)
     ev = eval_config(cfg)
-    lm = make_load_model(cfg.model)
+    lm = load_configured_model(cfg.model)
 
     probe = _make_probe(cfg, ev, lm, out) if main else None
     base_run = sub_run(out, "base", "eval")
@@ -162,19 +157,12 @@ def run_emt(cfg: EmtConfig, progress: ProgressFn | None = None) -> Path:
 
 def _run_arm(cfg: EmtConfig, arm: MethodRun, seed: int, sub: RunDir, ev: EvalConfig,
              progress: ProgressFn | None, probe: Any = None, main: bool = True) -> None:
-    from ..training.config import FinetuneConfig, TrainDataConfig
     from ..training.trainer import finetune
 
     t = cfg.train
-    ft = FinetuneConfig(
-        model=cfg.model,
-        data=TrainDataConfig(datasets=[t.dataset], split=t.split, limit=t.limit, sampling=t.sampling,
-                             template=t.template, classes=t.classes),
-        method=arm.method, method_options=dict(arm.options), lr=arm.lr, epochs=arm.epochs or t.epochs,
-        batch_size=t.batch_size, grad_accum=t.grad_accum, warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
-        seed=seed, mixed_precision=t.mixed_precision, gradient_checkpointing=t.gradient_checkpointing,
-        out=str(sub.path / "train"),
-    )
+    ft = t.finetune_config(model=cfg.model, data=t.data_config([t.dataset]), method=arm.method,
+                           method_options=arm.options, lr=arm.lr, epochs=arm.epochs or t.epochs, seed=seed,
+                           out=str(sub.path / "train"))
     writer = _tensorboard(cfg, sub) if main else None
     per_epoch: dict[str, Any] = (sub.read_metrics() or {}).get("epochs", {})
 
@@ -271,4 +259,4 @@ STUDIES.register("emt", Study("emt", EmtConfig, run_emt,
                               "EMT: fine-tune on one set, evaluate every set after every epoch (forgetting curves)"),
                  description="EMT: fine-tune on one set, evaluate all sets after every epoch; forgetting curves")
 
-__all__ = ["EmtConfig", "MethodRun", "TrainSettings", "run_emt", "to_dict"]
+__all__ = ["EmtConfig", "EmtTrain", "MethodRun", "run_emt", "to_dict"]

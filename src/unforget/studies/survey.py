@@ -26,8 +26,9 @@ from typing import Any, Callable, Literal
 
 from ..data.sampling import SamplingStrategy
 from ..errors import ConfigError
-from ..evaluation.config import EvalConfig, ModelConfig
-from ..checks import open_run
+from ..evaluation.config import EvalConfig
+from ..models.config import ModelConfig
+from ..checks import open_checked_run
 from ..runs import RunDir, atomic_write_json, read_json, sub_run
 from .base import STUDIES, Study
 
@@ -99,7 +100,7 @@ def run_survey(cfg: SurveyConfig, progress: ProgressFn | None = None) -> Path:
     from ..evaluation.report import eval_metrics_document
 
     cfg.validate()
-    root = open_run(Path(cfg.out or Path("runs") / "survey" / cfg.name), "survey", cfg)
+    root = open_checked_run(Path(cfg.out or Path("runs") / "survey" / cfg.name), "survey", cfg)
     root.write_config(cfg)
     for entry in cfg.models:
         folder = root.path / model_slug(entry)

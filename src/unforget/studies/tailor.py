@@ -28,9 +28,11 @@ from typing import Any, Callable
 
 from ..data.sampling import SamplingStrategy
 from ..errors import ConfigError
-from ..evaluation.config import EvalConfig, ModelConfig
-from ..checks import open_run
+from ..evaluation.config import EvalConfig
+from ..models.config import ModelConfig
+from ..checks import open_checked_run
 from ..runs import RunDir, atomic_write_json, read_json, sub_run
+from ..training.config import MethodTrainSettings
 from .base import STUDIES, Study
 
 log = logging.getLogger(__name__)
@@ -51,20 +53,9 @@ class TargetTask:
 
 
 @dataclass
-class StudyTrainSettings:
-    method: str = "lora"
-    method_options: dict[str, Any] = field(default_factory=dict)
-    lr: float | None = None  # None: the method's default
-    epochs: int = 1
-    max_steps: int | None = None
-    limit: int | None = None  # training samples per target, drawn as `sampling` says
-    sampling: SamplingStrategy = "stratified"  # seeded class-stratified; head: the first N
-    template: int | str = "round-robin"
-    batch_size: int = 8
-    grad_accum: int = 1
-    warmup_ratio: float = 0.03
-    mixed_precision: str = "auto"
-    gradient_checkpointing: bool = False
+class TailorTrain(MethodTrainSettings):
+    """How each target without a ``checkpoint`` is fine-tuned (``limit``: training samples per target)."""
+
     seed: int = 0
 
 
@@ -110,7 +101,7 @@ class TailorStudyConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     original: list[str] = field(default_factory=lambda: ["shapes", "digits"])  # tasks the base model should keep
     targets: list[TargetTask] = field(default_factory=lambda: [TargetTask("vqa", "scenes-vqa")])
-    train: StudyTrainSettings = field(default_factory=StudyTrainSettings)
+    train: TailorTrain = field(default_factory=TailorTrain)
     sparsities: list[float] = field(default_factory=lambda: [0.01, 0.02, 0.05, 0.1, 0.2])
     methods: list[TailoringArm] = field(default_factory=_default_arms)
     single_task: bool = True  # tailor each target on its own
@@ -217,10 +208,10 @@ class BaseWeights:
     """The study's one in-memory model and the base checkpoint its weights are restored from."""
 
     def __init__(self, cfg: TailorStudyConfig):
-        from ..evaluation.evaluator import make_load_model
+        from ..models.loading import load_configured_model
         from ..tailoring import open_checkpoint
 
-        self.lm = make_load_model(cfg.model)
+        self.lm = load_configured_model(cfg.model)
         self.folder = Path(self.lm.source)
         self.checkpoint = open_checkpoint(self.folder)
 
@@ -236,7 +227,7 @@ class BaseWeights:
 
 def run_tailor_study(cfg: TailorStudyConfig, progress: ProgressFn | None = None) -> Path:
     out = Path(cfg.out or Path("runs") / "tailor" / cfg.name)
-    root = open_run(out, "tailor-study", cfg)
+    root = open_checked_run(out, "tailor-study", cfg)
     root.write_config(cfg)
     checkpoints = {t.name: _finetuned_checkpoint(cfg, t, out, progress) for t in cfg.targets}
     targets = {t.name: t for t in cfg.targets}
@@ -291,18 +282,11 @@ def _finetuned_checkpoint(cfg: TailorStudyConfig, target: TargetTask, out: Path,
         done = latest_checkpoint(train_dir)
         if done is not None:
             return done.path
-    from ..training.config import FinetuneConfig, TrainDataConfig
     from ..training.trainer import finetune
 
     t = cfg.train
-    ft = FinetuneConfig(
-        model=cfg.model, data=TrainDataConfig(datasets=[target.dataset], limit=t.limit, sampling=t.sampling,
-                                              template=t.template),
-        method=t.method, method_options=dict(t.method_options), lr=t.lr, epochs=t.epochs, max_steps=t.max_steps,
-        batch_size=t.batch_size, grad_accum=t.grad_accum, warmup_ratio=t.warmup_ratio, seed=t.seed,
-        mixed_precision=t.mixed_precision,  # type: ignore[arg-type]
-        gradient_checkpointing=t.gradient_checkpointing, out=str(train_dir),
-    )
+    ft = t.finetune_config(model=cfg.model, data=t.data_config([target.dataset]), method=t.method,
+                           method_options=t.method_options, lr=t.lr, epochs=t.epochs, seed=t.seed, out=str(train_dir))
     log.info("fine-tuning %s on %s (%s)", target.name, target.dataset, t.method)
     result = finetune(ft, progress=_prefixed(progress, f"fine-tune {target.name}"))
     atomic_write_json(train_dir / "train_result.json", result.to_dict())
@@ -402,5 +386,5 @@ STUDIES.register("tailor", Study("tailor", TailorStudyConfig, run_tailor_study,
                  description="Model Tailor sparsity sweep vs merging baselines: retention of the original tasks, "
                              "reach on the target task(s)")
 
-__all__ = ["HeadlineCheck", "StudyCalibration", "StudyTrainSettings", "SubRun", "TailorStudyConfig", "TailoringArm",
+__all__ = ["HeadlineCheck", "StudyCalibration", "SubRun", "TailorStudyConfig", "TailorTrain", "TailoringArm",
            "TargetTask", "plan", "run_tailor_study"]

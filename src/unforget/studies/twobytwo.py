@@ -45,11 +45,12 @@ import numpy as np
 
 from ..config import to_dict
 from ..data import load_dataset
-from ..data.sampling import SamplingStrategy
 from ..errors import ConfigError
-from ..evaluation.config import EvalConfig, LanguageConfig, ModelConfig, ProbeConfig
+from ..evaluation.config import EvalConfig, LanguageConfig, ProbeConfig
+from ..models.config import ModelConfig
 from ..reports.language import language_row
-from ..checks import open_run
+from ..training.config import TrainSettings
+from ..checks import open_checked_run
 from ..runs import RunDir, atomic_write_json, read_json, read_jsonl, sub_run
 from .base import STUDIES, Study
 from .language_scores import record_language, text_dataset
@@ -85,18 +86,13 @@ class Cells:
 
 
 @dataclass
-class TrainSettings:
+class TwoByTwoTrain(TrainSettings):
+    """The 2x2 study's ``train:``: the fine-tuning set, besides every shared fine-tuning setting (the sweep decides
+    methods, learning rates and epochs)."""
+
     dataset: str | None = None  # the fine-tuning set; None: the target cell's reference (at `split`)
-    split: str = "train"
     limit: int | None = 256  # fine-tuning examples of a sweep run, drawn as `sampling` says
-    sampling: SamplingStrategy = "stratified"  # seeded class-stratified (the same for every run); head: the first N
-    template: int | str = "round-robin"
     batch_size: int = 16
-    grad_accum: int = 1
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    mixed_precision: str = "auto"
-    gradient_checkpointing: bool = False
 
 
 @dataclass
@@ -195,7 +191,7 @@ class TwoByTwoConfig:
     name: str = "2x2"
     model: ModelConfig = field(default_factory=ModelConfig)
     cells: Cells = field(default_factory=Cells)
-    train: TrainSettings = field(default_factory=TrainSettings)
+    train: TwoByTwoTrain = field(default_factory=TwoByTwoTrain)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     hybrid: HybridConfig = field(default_factory=HybridConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)  # eval.datasets is set from `cells` and extra_datasets
@@ -312,7 +308,7 @@ def eval_config(cfg: TwoByTwoConfig) -> EvalConfig:
 
 def run_twobytwo(cfg: TwoByTwoConfig, progress: ProgressFn | None = None) -> Path:
     out = Path(cfg.out or Path("runs") / "2x2" / cfg.name)
-    root = open_run(out, "2x2", cfg)
+    root = open_checked_run(out, "2x2", cfg)
     root.write_config(cfg)
     write_cell_names(cfg, root)
     ev = eval_config(cfg)
@@ -327,9 +323,10 @@ def run_twobytwo(cfg: TwoByTwoConfig, progress: ProgressFn | None = None) -> Pat
     language_pending = text is not None and language_row(base_run.path, epoch=0) is None
     if not _evaluated(base_run, ev) or todo_replay or base_probe_pending(probe, out, base_run, {"epoch": 0}) \
             or language_pending:
-        from ..evaluation.evaluator import evaluate, make_load_model
+        from ..evaluation.evaluator import evaluate
+        from ..models.loading import load_configured_model
 
-        lm = make_load_model(cfg.model)
+        lm = load_configured_model(cfg.model)
         if probe is not None:
             probe.prepare(lm, base_file(out))
             record_probe(probe, lm, base_run, {"epoch": 0}, 1.0 - cfg.alpha)
@@ -399,26 +396,19 @@ def _replay_ready(folder: Path, count: int) -> bool:
 def _run_spec(cfg: TwoByTwoConfig, spec: RunSpec, sub: RunDir, ev: EvalConfig, progress: ProgressFn | None,
               probe: Any = None) -> None:
     from ..evaluation.evaluator import evaluate
-    from ..training.config import FinetuneConfig, TrainDataConfig
     from ..training.methods.base import METHODS
     from ..training.trainer import finetune
 
     t = cfg.train
-    if spec.kind == "hybrid":
-        data = TrainDataConfig(datasets=spec.datasets, split=t.split, template=t.template, sampling=t.sampling,
-                               mix_strategy=cfg.hybrid.mix_strategy, interleave_probs=spec.interleave_probs,
-                               budget=spec.budget, mix_by=spec.mix_by)  # type: ignore[arg-type]
+    if spec.kind == "hybrid":  # its size is the budget of the mix, not a number per dataset
+        data = t.data_config(spec.datasets, limit=None, mix_strategy=cfg.hybrid.mix_strategy,
+                             interleave_probs=spec.interleave_probs, budget=spec.budget, mix_by=spec.mix_by)
     else:
-        data = TrainDataConfig(datasets=spec.datasets, split=t.split, limit=t.limit, sampling=t.sampling,
-                               template=t.template)
+        data = t.data_config(spec.datasets)
     lr = spec.lr if spec.lr is not None else METHODS.get(spec.method.method).default_lr
     atomic_write_json(sub.file("spec.json"), {**spec.to_dict(), "lr": lr, "seed": cfg.seed})
-    ft = FinetuneConfig(
-        model=cfg.model, data=data, method=spec.method.method, method_options=dict(spec.method.options), lr=lr,
-        epochs=spec.epochs, batch_size=t.batch_size, grad_accum=t.grad_accum, warmup_ratio=t.warmup_ratio,
-        weight_decay=t.weight_decay, seed=cfg.seed, mixed_precision=t.mixed_precision,  # type: ignore[arg-type]
-        gradient_checkpointing=t.gradient_checkpointing, out=str(sub.path / "train"),
-    )
+    ft = t.finetune_config(model=cfg.model, data=data, method=spec.method.method, method_options=spec.method.options,
+                           lr=lr, epochs=spec.epochs, seed=cfg.seed, out=str(sub.path / "train"))
     log.info("%s: %s, lr %g, %d epoch(s), data %s", spec.name, spec.method.name, lr, spec.epochs, spec.datasets)
     result = finetune(ft, progress=_prefixed(progress, f"{spec.name} train"))
     evaluation = evaluate(ev, lm=result.lm, run=sub, progress=_prefixed(progress, spec.name),
@@ -541,4 +531,4 @@ STUDIES.register("2x2", Study("2x2", TwoByTwoConfig, run_twobytwo,
                  description="2x2 ID/OOD image x text cells; lr / method sweeps (Pareto), data-hybrid training")
 
 __all__ = ["Cells", "HybridConfig", "HybridSource", "LogGrid", "RunSpec", "SweepConfig", "SweepMethod",
-           "TrainSettings", "TwoByTwoConfig", "hybrid_plan", "run_twobytwo", "sweep_plan"]
+           "TwoByTwoConfig", "TwoByTwoTrain", "hybrid_plan", "run_twobytwo", "sweep_plan"]

@@ -236,7 +236,7 @@ def run_tailor(cfg: TailorConfig, progress: ProgressFn | None = None) -> TailorR
     out = Path(cfg.out) if cfg.out else default_out(cfg, base)
     resolved = dataclasses.replace(cfg, base=str(base), finetuned=[str(p) for p in finetuned], out=str(out))
     attempt = previous_attempt(out, resolved)
-    from ..checks import run_identity
+    from ..identity import run_identity
     from ..runs import check_resumable, new_manifest, write_manifest
 
     identity = run_identity(resolved)

@@ -25,9 +25,12 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from ..errors import ModelLoadError, TrainingError
+from ..models.loading import LoadedModel
 from ..runs import atomic_write_json
+from .methods.base import METHODS
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +105,6 @@ def _rng_files(folder: Path, rank: int) -> tuple[Path, Path]:
 
 
 def save_rng(folder: Path, rank: int) -> None:
-    from safetensors.torch import save_file
-
     tensors, meta = capture_rng()
     tensor_path, meta_path = _rng_files(folder, rank)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tensor_path))
@@ -111,8 +112,6 @@ def save_rng(folder: Path, rank: int) -> None:
 
 
 def load_rng(folder: Path, rank: int) -> None:
-    from safetensors.torch import load_file
-
     tensor_path, meta_path = _rng_files(folder, rank)
     if not tensor_path.is_file() or not meta_path.is_file():
         raise TrainingError(f"{folder} has no RNG state for process {rank}: it was written by a run with another "
@@ -161,7 +160,7 @@ def optimizer_state_dict(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
 
 def is_sharded(model: Any) -> bool:
     """Whether FSDP (``FullyShardedDataParallel`` or ``fully_shard``) holds any of ``model``'s parameters."""
-    try:
+    try:  # here, not at the top: a torch built without distributed support has no torch.distributed.fsdp
         from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
     except ImportError:  # a torch built without distributed support
         return False
@@ -176,6 +175,7 @@ def gathered_states(wrapped: Any, optimizer: Any) -> tuple[dict[str, Any] | None
     process receives the whole tensors, the others empty dicts. torch's ``get_*_state_dict`` API handles FSDP1,
     FSDP2, DDP and plain modules alike, so one checkpoint format serves them all (and a DDP checkpoint resumes
     under FSDP and back)."""
+    # torch.distributed.checkpoint takes seconds to import: only when a checkpoint is written or resumed
     from torch.distributed.checkpoint.state_dict import (
         StateDictOptions,
         get_model_state_dict,
@@ -198,6 +198,7 @@ def load_optimizer(wrapped: Any, optimizer: Any, folder: Path) -> None:
                                 "FSDP needs names: resume it without FSDP, or start the run again")
         optimizer.load_state_dict(state)
         return
+    # torch.distributed.checkpoint takes seconds to import: only when a checkpoint is resumed
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
     # not strict: a parameter that has had no gradient yet (the projector after text-only batches) has no state,
@@ -224,8 +225,6 @@ def save_checkpoint(accelerator: Any, root: Path, state: TrainerState, *, method
     """Write one checkpoint from every process (each its RNG state, the main process the rest); returns its path.
     ``model`` is the unwrapped model, ``wrapped`` what ``accelerator.prepare`` returned (DDP / FSDP; default
     ``model``): under FSDP every process takes part in gathering the full weights and optimizer state."""
-    from safetensors.torch import save_file
-
     final = root / state.name
     tmp = root / f"{TMP_PREFIX}{state.name}"
     if accelerator.is_main_process:
@@ -292,8 +291,6 @@ def mark_epoch_end_done(checkpoint: Checkpoint) -> None:
 
 
 def load_optimizer_state(folder: Path) -> dict[str, Any]:
-    from safetensors.torch import load_file
-
     return optimizer_state_dict(load_file(str(folder / OPTIMIZER_TENSORS)),
                                 json.loads((folder / OPTIMIZER_META).read_text()))
 
@@ -305,22 +302,13 @@ def load_scheduler_state(folder: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ using the weights
 
 
-def load_finetuned(checkpoint: str | Path, *, base: str | None = None, **load_options: Any) -> Any:
-    """A fine-tuned model from a checkpoint folder, ready to evaluate: the base (``base``, else the one recorded
-    in trainer_state.json) with the adapter applied / the projector replaced, or the saved model folder.
+def load_finetuned(checkpoint: str | Path, *, base: str | None = None, **load_options: Any) -> LoadedModel:
+    """A fine-tuned model from a checkpoint folder, ready to evaluate, opened by the method that saved it
+    (:meth:`~unforget.training.methods.base.FinetuneMethod.open_checkpoint`): the base (``base``, else the one
+    recorded in trainer_state.json) with the adapter applied / the projector replaced, or the saved model folder.
     ``load_options`` go to :func:`unforget.models.loading.load_model` (dtype, device, ...)."""
-    from ..models.loading import load_model
-    from .methods.base import METHODS
-
     folder = Path(checkpoint)
     if not (folder / STATE_FILE).is_file():
         raise ModelLoadError(f"{folder} is not an unforget training checkpoint (no {STATE_FILE})")
     state = read_state(folder)
-    base_model = base or state.base_model
-    if state.method in ("full", "partial"):
-        return load_model(str(folder), **load_options)
-    if state.method == "lora":
-        return load_model(base_model, adapter=str(folder), **load_options)
-    lm = load_model(base_model, **load_options)
-    METHODS.get(state.method).load(lm.model, folder)
-    return lm
+    return METHODS.get(state.method).open_checkpoint(folder, base or state.base_model, **load_options)

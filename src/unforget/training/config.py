@@ -1,15 +1,21 @@
-"""The config of ``unforget finetune`` (and of the fine-tuning step of every study)."""
+"""The config of ``unforget finetune`` (:class:`FinetuneConfig`) and the fine-tuning settings every study shares
+(:class:`TrainSettings`, converted into a FinetuneConfig by one function)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from ..data.sampling import SamplingStrategy
 from ..errors import ConfigError
-from ..evaluation.config import ModelConfig
+from ..models.config import ModelConfig
+from .mixing import check_mixing
+from .regularizers import REGULARIZERS
 
 ROUND_ROBIN = "round-robin"
+
+LrScheduler = Literal["cosine", "linear", "constant"]
+MixedPrecision = Literal["auto", "no", "bf16", "fp16"]  # auto: bf16 where the GPU has it, else no
 
 
 @dataclass
@@ -38,8 +44,6 @@ class TrainDataConfig:
     def validate(self) -> None:
         if not self.datasets:
             raise ConfigError("data.datasets is empty: name at least one dataset (--datasets digits)")
-        from .mixing import check_mixing
-
         check_mixing(self)
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"data.limit must be >= 1, got {self.limit}")
@@ -59,8 +63,6 @@ class RegularizerConfig:
 
     def validate(self) -> None:
         if self.name:
-            from .regularizers import REGULARIZERS
-
             REGULARIZERS.get(self.name).parse_options(self.options)
 
 
@@ -77,12 +79,12 @@ class FinetuneConfig:
     max_steps: int | None = None  # optimizer steps; overrides epochs
     batch_size: int = 8  # per process
     grad_accum: int = 1
-    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    lr_scheduler: LrScheduler = "cosine"
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0  # None or 0: no clipping (the norm is still checked)
     seed: int = 0
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 where the GPU has it, else no
+    mixed_precision: MixedPrecision = "auto"
     gradient_checkpointing: bool = False
     save_every_steps: int | None = None  # also checkpoint every N optimizer steps (checkpoints/step-N)
     log_every_steps: int = 10  # console log interval; train_log.jsonl gets every step
@@ -110,3 +112,68 @@ class FinetuneConfig:
 RESUME_KEYS = ("model.name", "model.dtype", "model.adapter", "data", "method", "method_options", "lr", "epochs",
                "max_steps", "batch_size", "grad_accum", "lr_scheduler", "warmup_ratio", "weight_decay",
                "max_grad_norm", "seed", "mixed_precision", "regularizer")
+
+
+@dataclass
+class TrainSettings:
+    """How a study fine-tunes: every :class:`FinetuneConfig` setting that the study does not decide itself, under
+    its ``train:`` key. The study decides the model, the datasets, the method, its options, the learning rate, the
+    epochs, the seed and the output folder (per arm, per task, per sweep point), and passes them to
+    :meth:`finetune_config`, the one conversion. A study's own defaults are a subclass that redefines fields; the
+    defaults here are FinetuneConfig's (TrainDataConfig's for the data fields), except ``template``: every study
+    trains on all of a dataset's prompt templates in turn."""
+
+    # how the training samples are drawn from each dataset (TrainDataConfig)
+    split: str = "train"
+    limit: int | None = None  # training samples per dataset, drawn as `sampling` says; None: all
+    sampling: SamplingStrategy = "stratified"  # seeded class-stratified (the same for every arm); head: the first N
+    sampling_seed: int = 0
+    template: int | str = ROUND_ROBIN
+    classes: list[int] | None = None  # keep only samples with these labels (class-subset fine-tuning)
+    shuffle: bool = True
+    # the optimisation (FinetuneConfig)
+    max_steps: int | None = None  # optimizer steps; overrides the epochs
+    batch_size: int = 8  # per process
+    grad_accum: int = 1
+    lr_scheduler: LrScheduler = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0  # None or 0: no clipping
+    mixed_precision: MixedPrecision = "auto"
+    gradient_checkpointing: bool = False
+    save_every_steps: int | None = None
+    log_every_steps: int = 10
+    num_workers: int = 0
+
+    def data_config(self, datasets: Sequence[str], **study_decided: Any) -> TrainDataConfig:
+        """The training data of ``datasets``, drawn as these settings say; ``study_decided``: TrainDataConfig
+        fields the study sets itself (a data-hybrid run's mixing and budget), overriding the settings."""
+        drawn: dict[str, Any] = dict(split=self.split, limit=self.limit, sampling=self.sampling,
+                                     sampling_seed=self.sampling_seed, template=self.template, classes=self.classes,
+                                     shuffle=self.shuffle)
+        return TrainDataConfig(datasets=list(datasets), **{**drawn, **study_decided})
+
+    def finetune_config(self, *, model: ModelConfig, data: TrainDataConfig, method: str,
+                        method_options: dict[str, Any] | None = None, lr: float | None = None, epochs: int,
+                        seed: int, out: str, regularizer: RegularizerConfig | None = None) -> FinetuneConfig:
+        """The FinetuneConfig of one fine-tuning run of a study: what the study decided, and these settings."""
+        return FinetuneConfig(
+            model=model, data=data, method=method, method_options=dict(method_options or {}), lr=lr, epochs=epochs,
+            max_steps=self.max_steps, batch_size=self.batch_size, grad_accum=self.grad_accum,
+            lr_scheduler=self.lr_scheduler, warmup_ratio=self.warmup_ratio, weight_decay=self.weight_decay,
+            max_grad_norm=self.max_grad_norm, seed=seed, mixed_precision=self.mixed_precision,
+            gradient_checkpointing=self.gradient_checkpointing, save_every_steps=self.save_every_steps,
+            log_every_steps=self.log_every_steps, num_workers=self.num_workers,
+            regularizer=regularizer if regularizer is not None else RegularizerConfig(), out=out,
+        )
+
+
+@dataclass
+class MethodTrainSettings(TrainSettings):
+    """The settings of a study that fine-tunes with one method throughout (continual, tailor): it also names the
+    method, its options, the learning rate and the epochs under ``train:``."""
+
+    method: str = "lora"  # `unforget ls methods`
+    method_options: dict[str, Any] = field(default_factory=dict)  # the method's options (r, alpha, preset, ...)
+    lr: float | None = None  # None: the method's default
+    epochs: int = 1

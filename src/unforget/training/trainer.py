@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..checks import open_run
+from ..identity import open_run
 from ..config import dump_yaml, read_yaml, to_dict
 from ..errors import ConfigError, TrainingError
 from ..models.loading import LoadedModel, load_model, resolve_device
@@ -434,7 +434,7 @@ def finetune(
         resumed_from=str(resume.path) if resume else None, losses=losses, seconds=time.perf_counter() - t_start,
     )
     if accelerator.is_main_process:
-        from ..evaluation.report import run_info
+        from ..runs.provenance import run_info
 
         run.write_metrics({"run_info": run_info(), "config": to_dict(cfg), **result.to_dict(),
                            "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision})

@@ -1,11 +1,12 @@
-"""Judges turn a free-form answer into a verdict. Registered by name; adding one is one new file."""
+"""Judges turn a free-form answer into a verdict. Registered by name and built from names here; adding one is one
+new file."""
 
 from __future__ import annotations
 
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 from ...registry import Registry
 
@@ -45,11 +46,42 @@ class Verdict:
 
 
 class Judge(Protocol):
+    """A judge's whole interface, lifecycle included: built by name with its options (:func:`build_judges`), asked
+    for verdicts, asked for its counters, closed when the caller is done with it."""
+
     name: str
 
-    def identity(self) -> dict[str, Any]: ...
+    def identity(self) -> dict[str, Any]:
+        """Everything that decides its verdicts, recorded with each (never a secret)."""
+        ...
 
-    def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]: ...
+    def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
+        """One verdict per item, in order."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """Its counters for metrics.json (calls, cache hits, ...); empty when it keeps none."""
+        ...
+
+    def close(self) -> None:
+        """Release what it holds open (a cache file); a no-op for judges that hold nothing."""
+        ...
+
+
+def build_judge(name: str, options: Mapping[str, Any] | None = None) -> Judge:
+    """The judge registered as ``name``, made with ``options`` (its ``judge_options.<name>``); an unknown name raises
+    with a did-you-mean."""
+    return JUDGES.get(name)(**(options or {}))
+
+
+def build_judges(names: Sequence[str], options: Mapping[str, Mapping[str, Any]] | None = None) -> list[Judge]:
+    """The judges ``names``, each made with its entry of ``options`` (judge name -> options, as ``judge_options``)."""
+    return [build_judge(name, (options or {}).get(name)) for name in names]
+
+
+def judge_stats(judges: Sequence[Judge]) -> dict[str, dict[str, Any]]:
+    """Judge name -> its counters, for the judges that keep some."""
+    return {j.name: stats for j in judges if (stats := j.stats())}
 
 
 _NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",

@@ -12,13 +12,14 @@ from collections import Counter
 from typing import Any, Sequence
 
 from ...errors import JudgeError
-from .base import JUDGES, Judge, JudgeItem, Verdict
+from .base import JUDGES, Judge, JudgeItem, Verdict, build_judge
 
 DEFAULT_STAGES = ("exact", "embedding", "llm")
 
 
 class CascadeJudge:
-    """``stages``: judge instances, or names built with their defaults (``JUDGES.get(name)()``)."""
+    """``stages``: judge instances, or names built with their defaults (``build_judge(name)``). Closing the cascade
+    closes its stages."""
 
     name = "cascade"
     version = "1"
@@ -26,7 +27,7 @@ class CascadeJudge:
     def __init__(self, stages: Sequence[Judge | str] = DEFAULT_STAGES):
         if not stages:
             raise JudgeError("a cascade needs at least one stage (e.g. exact, embedding, llm)")
-        self.stages: list[Judge] = [JUDGES.get(s)() if isinstance(s, str) else s for s in stages]
+        self.stages: list[Judge] = [build_judge(s) if isinstance(s, str) else s for s in stages]
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
             raise JudgeError(f"cascade stages must be different judges, got {names}")
@@ -78,12 +79,16 @@ class CascadeJudge:
                                "sent_to": dict(self._sent_to)}
         llm = next((s for s in self.stages if s.name == "llm"), None)
         if llm is not None:
-            llm_stats = llm.stats()  # type: ignore[attr-defined]
+            llm_stats = llm.stats()
             out["llm"] = llm_stats
             out["llm_calls"] = llm_stats["calls"]
             out["llm_only_calls"] = self._items
             out["llm_calls_saved"] = self._items - self._sent_to["llm"]
         return out
+
+    def close(self) -> None:
+        for stage in self.stages:
+            stage.close()
 
 
 JUDGES.register("cascade", CascadeJudge, description="exact, then embedding, then the LLM only where unsure")

@@ -149,6 +149,12 @@ class EmbeddingJudge:
         return Verdict(prediction=best, correct=best == item.reference,
                        confident=best_score - runner_up >= self.margin, judge=self.name, raw=raw)
 
+    def stats(self) -> dict[str, Any]:
+        return {}  # nothing counted
+
+    def close(self) -> None:
+        pass  # nothing held open: the model is only memory
+
 
 def _label_set_key(labels: Sequence[str], synonyms: dict[str, list[str]]) -> tuple:
     return tuple(labels), tuple((label, tuple(synonyms.get(label, []))) for label in labels)

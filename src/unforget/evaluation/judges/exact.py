@@ -68,5 +68,11 @@ class ExactJudge:
                                judge=self.name, raw=pred))
         return out
 
+    def stats(self) -> dict[str, Any]:
+        return {}  # nothing counted
+
+    def close(self) -> None:
+        pass  # nothing held open
+
 
 JUDGES.register("exact", ExactJudge, description="normalised label / synonym matching (also inside a sentence)")

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 from ...errors import DataError, JudgeError
 from ...stats import Estimate, cohen_kappa_estimate, wilson_interval
-from .base import JUDGES, Judge, JudgeItem, Verdict
+from .base import Judge, JudgeItem, Verdict, build_judges
 
 log = logging.getLogger(__name__)
 
@@ -250,16 +250,15 @@ def score_judge(judge: str, identity: dict[str, Any], gold: Sequence[GoldAnswer]
     )
 
 
-def build_judges(names: Sequence[str], options: dict[str, dict[str, Any]] | None = None
-                 ) -> tuple[list[Judge], dict[str, str]]:
-    """Judges by name; one that cannot be built here (no endpoint, model package missing) is returned in the second
-    value with the reason instead of stopping the others."""
+def build_available_judges(names: Sequence[str], options: dict[str, dict[str, Any]] | None = None
+                           ) -> tuple[list[Judge], dict[str, str]]:
+    """:func:`build_judges`, except that a judge that cannot be built here (no endpoint, model package missing) is
+    returned in the second value with the reason instead of stopping the others; an unknown name still raises."""
     built: list[Judge] = []
     unavailable: dict[str, str] = {}
     for name in names:
-        cls = JUDGES.get(name)  # an unknown name is a mistake: raise with did-you-mean
         try:
-            built.append(cls(**(options or {}).get(name, {})))
+            built += build_judges([name], options)
         except JudgeError as exc:
             unavailable[name] = str(exc)
             log.warning("judge '%s' left out: %s", name, exc)

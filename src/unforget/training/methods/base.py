@@ -1,9 +1,11 @@
 """What every fine-tuning method shares: the registry, the model's parts, freezing and counting helpers.
 
 A method is one module (as a peft tuner is one folder): an options dataclass, ``prepare(model, options) -> model``
-that sets ``requires_grad`` or wraps the model, and how its trained weights are saved into / restored from a
-checkpoint folder. It registers a :class:`FinetuneMethod` in :data:`METHODS` under its name; adding a method
-touches one new file and the ``modules`` tuple below.
+that sets ``requires_grad`` or wraps the model, how its trained weights are saved into / restored from a
+checkpoint folder, how such a folder becomes a model to evaluate, and which parts of the model it trains (for the
+plans' FLOP figures). Callers ask the method object; none branches on a method's name. It registers a
+:class:`FinetuneMethod` in :data:`METHODS` under its name; adding a method touches one new file and the ``modules``
+tuple below.
 
 The parts of a multimodal model are told apart by module names, which differ between families:
 
@@ -24,9 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+import torch
+
 from ...config import from_dict
 from ...errors import ConfigError, ModelLoadError
-from ...registry import Registry
+from ...flops import LORA_TARGETS
+from ...models.loading import LoadedModel, load_model
+from ...registry import Registry, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +46,25 @@ LANGUAGE_MODULES = ("language_model", "text_model", "lm_head")
 
 
 @dataclass(frozen=True)
+class TrainedParts:
+    """What a method trains, in the terms of :func:`unforget.flops.train_step_flops`: the parts whose weights train
+    (vision, projector, language), and LoRA adapters of rank ``lora_rank`` (0: none) on the language model's
+    ``lora_targets`` (of ``LORA_TARGETS``)."""
+
+    parts: tuple[str, ...] = ()
+    lora_rank: int = 0
+    lora_targets: tuple[str, ...] = LORA_TARGETS
+
+    def flops_arguments(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`unforget.flops.train_step_flops` that say what trains."""
+        return {"trainable": list(self.parts), "lora_rank": self.lora_rank, "lora_targets": list(self.lora_targets)}
+
+
+@dataclass(frozen=True)
 class FinetuneMethod:
     """A registered method. ``save`` writes the trained weights into a checkpoint folder; ``load`` puts them
-    back into a model that ``prepare`` made from the same base (used to resume)."""
+    back into a model that ``prepare`` made from the same base (used to resume); ``open_saved`` makes a model to
+    evaluate from such a folder (:meth:`open_checkpoint`); ``trained_parts`` says what the options train."""
 
     name: str
     options_class: type
@@ -50,7 +72,20 @@ class FinetuneMethod:
     save: Callable[..., None]  # (model, folder, processor, state_dict=None); state_dict: gathered under FSDP
     load: Callable[[Any, Path], None]  # (prepared model, folder)
     default_lr: float
+    trained_parts: Callable[[Any], TrainedParts]  # (parsed options) -> what trains
+    # (checkpoint folder, base model, load_model options) -> the fine-tuned model; None: the base with ``load``
+    # applied (a method that saves only some of the weights)
+    open_saved: Callable[..., LoadedModel] | None = None
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def open_checkpoint(self, folder: Path, base: str, **load_options: Any) -> LoadedModel:
+        """The model a checkpoint folder of this method holds, trained from ``base``, ready to evaluate.
+        ``load_options`` go to :func:`unforget.models.loading.load_model` (dtype, device, ...)."""
+        if self.open_saved is not None:
+            return self.open_saved(Path(folder), base, **load_options)
+        lm = load_model(base, **load_options)
+        self.load(lm.model, Path(folder))
+        return lm
 
     def parse_options(self, options: dict[str, Any] | None) -> Any:
         """The options dataclass from a mapping; a ``preset`` supplies defaults that explicit options override."""
@@ -58,8 +93,6 @@ class FinetuneMethod:
         preset = options.get("preset")
         if preset is not None:
             if preset not in self.presets:
-                from ...registry import did_you_mean
-
                 raise ConfigError(
                     f"method '{self.name}' has no preset '{preset}'.{did_you_mean(str(preset), list(self.presets))} "
                     f"Presets: {', '.join(self.presets) or '(none)'}"
@@ -146,6 +179,11 @@ def outermost_modules(model: Any, names: tuple[str, ...]) -> list[str]:
 # Whole-model checkpoints (full and partial fine-tuning)
 
 
+def open_model_folder(folder: Path, base: str, **load_options: Any) -> LoadedModel:
+    """A checkpoint saved by :func:`save_model_folder` is a whole model: loaded from the folder itself."""
+    return load_model(str(folder), **load_options)
+
+
 def save_model_folder(model: Any, folder: Path, processor: Any, state_dict: dict[str, Any] | None = None) -> None:
     """A Hugging Face model folder (safetensors): loadable by ``unforget eval --model FOLDER``. ``state_dict``: the
     whole model's, gathered from FSDP shards (else the model's own tensors)."""
@@ -157,8 +195,6 @@ def save_model_folder(model: Any, folder: Path, processor: Any, state_dict: dict
 def load_model_folder(model: Any, folder: Path) -> None:
     """Copy the weights of the model folder ``folder`` into ``model`` (same architecture), through
     ``from_pretrained`` so that the checkpoint's key naming is converted the way transformers does it."""
-    import torch
-
     dtype = next(model.parameters()).dtype
     try:
         saved = type(model).from_pretrained(folder, dtype=dtype, use_safetensors=True)

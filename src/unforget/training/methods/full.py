@@ -12,8 +12,10 @@ from typing import Any
 from .base import (
     METHODS,
     FinetuneMethod,
+    TrainedParts,
     check_parts,
     load_model_folder,
+    open_model_folder,
     part_of,
     require_trainable,
     save_model_folder,
@@ -41,8 +43,20 @@ def prepare(model: Any, options: FullOptions) -> Any:
     return model
 
 
+def trained_parts(options: FullOptions) -> TrainedParts:
+    """The language model, and the projector and the vision tower unless frozen. (FLOP counts take the language
+    model as training even under ``freeze_language_model``: an upper bound.)"""
+    parts = ["language"]
+    if not options.freeze_multi_modal_projector:
+        parts.append("projector")
+    if not options.freeze_vision_tower:
+        parts.append("vision")
+    return TrainedParts(tuple(parts))
+
+
 METHODS.register(
     "full",
-    FinetuneMethod("full", FullOptions, prepare, save_model_folder, load_model_folder, default_lr=2e-5),
+    FinetuneMethod("full", FullOptions, prepare, save_model_folder, load_model_folder, default_lr=2e-5,
+                   trained_parts=trained_parts, open_saved=open_model_folder),
     description="all weights but the vision tower (freeze_* options as in LLaMA-Factory)",
 )

@@ -17,12 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safetensors.torch import load_file
+
 from ...errors import ConfigError, ModelLoadError
+from ...flops import LORA_TARGETS
+from ...models.loading import LoadedModel, load_model
 from .base import (
     LANGUAGE_MODULES,
     METHODS,
     PROJECTOR_MODULES,
     FinetuneMethod,
+    TrainedParts,
     check_parts,
     outermost_modules,
 )
@@ -61,6 +66,7 @@ def language_model_regex(target_modules: list[str]) -> str:
 
 
 def prepare(model: Any, options: LoraOptions) -> Any:
+    # peft takes seconds to import: only when LoRA is used (this module is imported with every method)
     from peft import LoraConfig, get_peft_model
 
     check_parts(model)
@@ -96,8 +102,7 @@ def save(model: Any, folder: Path, processor: Any = None, state_dict: dict[str, 
 
 def load(model: Any, folder: Path) -> None:
     """Put an adapter saved by :func:`save` back into the peft model ``model`` (same options)."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
+    from peft import set_peft_model_state_dict  # here for the import time, as in prepare
 
     path = Path(folder) / ADAPTER_FILE
     if not path.is_file():
@@ -112,9 +117,23 @@ def load(model: Any, folder: Path) -> None:
         )
 
 
+def open_saved(folder: Path, base: str, **load_options: Any) -> LoadedModel:
+    """A checkpoint is a peft adapter folder: the base with the adapter applied (kept unmerged)."""
+    return load_model(base, adapter=str(folder), **load_options)
+
+
+def trained_parts(options: LoraOptions) -> TrainedParts:
+    """Adapters of rank ``r`` on the targeted projections (q k v o gate up down that ``target_modules`` names), and
+    the projector when it trains beside them."""
+    targets = tuple(t for t in LORA_TARGETS if f"{t}_proj" in options.target_modules)
+    return TrainedParts(() if options.freeze_multi_modal_projector else ("projector",), lora_rank=options.r,
+                        lora_targets=targets)
+
+
 METHODS.register(
     "lora",
-    FinetuneMethod("lora", LoraOptions, prepare, save, load, default_lr=2e-4,
+    FinetuneMethod("lora", LoraOptions, prepare, save, load, default_lr=2e-4, trained_parts=trained_parts,
+                   open_saved=open_saved,
                    presets={"llava15": {"r": 128, "alpha": 256, "freeze_multi_modal_projector": False}}),
     description="peft LoRA on the language model's linear layers (preset llava15: r 128, alpha 256, projector)",
 )

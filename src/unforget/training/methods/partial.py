@@ -17,8 +17,10 @@ from ...errors import ConfigError
 from .base import (
     METHODS,
     FinetuneMethod,
+    TrainedParts,
     check_parts,
     load_model_folder,
+    open_model_folder,
     part_of,
     require_trainable,
     save_model_folder,
@@ -79,8 +81,14 @@ def prepare(model: Any, options: PartialOptions) -> Any:
     return model
 
 
+def trained_parts(options: PartialOptions) -> TrainedParts:
+    """The language model (an upper bound: only some of its blocks train), and the projector unless frozen."""
+    return TrainedParts(("language",) if options.freeze_multi_modal_projector else ("language", "projector"))
+
+
 METHODS.register(
     "partial",
-    FinetuneMethod("partial", PartialOptions, prepare, save_model_folder, load_model_folder, default_lr=2e-5),
+    FinetuneMethod("partial", PartialOptions, prepare, save_model_folder, load_model_folder, default_lr=2e-5,
+                   trained_parts=trained_parts, open_saved=open_model_folder),
     description="the top-k language-model blocks (and named extra modules) train",
 )

@@ -10,8 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from safetensors.torch import load_file, save_file
+
 from ...errors import ModelLoadError
-from .base import METHODS, FinetuneMethod, check_parts, part_of, require_trainable, set_trainable
+from .base import METHODS, FinetuneMethod, TrainedParts, check_parts, part_of, require_trainable, set_trainable
 
 PROJECTOR_FILE = "projector.safetensors"
 
@@ -38,16 +41,11 @@ def projector_state(model: Any, state_dict: dict[str, Any] | None = None) -> dic
 
 
 def save(model: Any, folder: Path, processor: Any = None, state_dict: dict[str, Any] | None = None) -> None:
-    from safetensors.torch import save_file
-
     save_file(projector_state(model, state_dict), str(folder / PROJECTOR_FILE), metadata={"format": "pt", "method": "projector"})
 
 
 def load(model: Any, folder: Path) -> None:
     """Put the projector weights of ``folder`` (or of a ``projector.safetensors`` file) into ``model``."""
-    import torch
-    from safetensors.torch import load_file
-
     path = Path(folder)
     path = path / PROJECTOR_FILE if path.is_dir() else path
     if not path.is_file():
@@ -70,8 +68,13 @@ def load(model: Any, folder: Path) -> None:
             p.copy_(saved[name])
 
 
+def trained_parts(options: ProjectorOptions) -> TrainedParts:
+    return TrainedParts(("projector",))
+
+
+# a checkpoint holds only the projector: it is opened as the base with ``load`` applied (open_saved None)
 METHODS.register(
     "projector",
-    FinetuneMethod("projector", ProjectorOptions, prepare, save, load, default_lr=1e-3),
+    FinetuneMethod("projector", ProjectorOptions, prepare, save, load, default_lr=1e-3, trained_parts=trained_parts),
     description="only the multimodal projector trains (LLaVA stage 1)",
 )

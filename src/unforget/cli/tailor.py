@@ -9,9 +9,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ..cli import ProgressTracker, _split, console, progress_bar, register_verb
+from rich.console import Console
+from rich.table import Table
+
+from ..config import load_config, parse_override
+from ..errors import ConfigError
+from .arguments import split_list
+from .console import ProgressTracker, console, progress_bar
+from .verb import Verb
+
+if TYPE_CHECKING:
+    from ..tailoring.run import TailorConfig
 
 
 def add_tailor(p: argparse.ArgumentParser) -> None:
@@ -45,21 +56,20 @@ def add_tailor(p: argparse.ArgumentParser) -> None:
                         "method options (fusion=0.5, density=0.3, alpha=0.5, compensate=false)")
 
 
-def tailor_config(args: argparse.Namespace, overrides: list[str]) -> Any:
-    from ..config import load_config, parse_override
-    from .run import TailorConfig
+def tailor_config(args: argparse.Namespace, overrides: list[str]) -> TailorConfig:
+    from ..tailoring.run import TailorConfig  # start-up time: loads torch, only once the verb runs
 
     base: dict[str, Any] = {}
     for key in ("base", "method", "sparsity", "format", "device", "dtype", "out", "overwrite", "allow_pickle"):
         if getattr(args, key, None) is not None:
             base[key] = getattr(args, key)
     if args.finetuned:
-        base["finetuned"] = _split(args.finetuned)
+        base["finetuned"] = split_list(args.finetuned)
     if args.modules:
-        base["modules"] = _split(args.modules)
+        base["modules"] = split_list(args.modules)
     calib: dict[str, Any] = {}
     if args.calib:
-        calib["datasets"] = _split(args.calib)
+        calib["datasets"] = split_list(args.calib)
     if args.calib_limit is not None:
         calib["limit"] = args.calib_limit
     if args.calib_batch_size is not None:
@@ -83,7 +93,7 @@ def run_tailor_verb(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if overrides and overrides[0] == "apply":
         return _apply(args, overrides[1:])
-    from .run import run_tailor
+    from ..tailoring.run import run_tailor  # start-up time: loads torch, only once the verb runs
 
     cfg = tailor_config(args, overrides)
     con = console()
@@ -96,8 +106,9 @@ def run_tailor_verb(args: argparse.Namespace) -> int:
 
 
 def _apply(args: argparse.Namespace, rest: list[str]) -> int:
-    from ..errors import ConfigError
-    from .patch import apply_patch
+    # start-up time: these load torch, only once the verb runs
+    from ..models.loading import resolve_model_path
+    from ..tailoring.patch import apply_patch
 
     if rest:
         raise ConfigError(f"tailor apply takes no KEY=VALUE arguments, got {' '.join(rest)}")
@@ -106,8 +117,6 @@ def _apply(args: argparse.Namespace, rest: list[str]) -> int:
     if missing:
         raise ConfigError(f"tailor apply needs {', '.join(missing)}: unforget tailor apply --base BASE --patch "
                           "PATCH --out DIR")
-    from ..models.loading import resolve_model_path
-
     con = console()
     out = apply_patch(resolve_model_path(args.base), args.patch, args.out, scaling=args.scaling,
                       check_base=args.check_base, overwrite=bool(args.overwrite))
@@ -115,9 +124,7 @@ def _apply(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
-def _print_summary(con: Any, summary: dict[str, Any], model: Any) -> None:
-    from rich.table import Table
-
+def _print_summary(con: Console, summary: dict[str, Any], model: Path) -> None:
     table = Table(title=f"tailored with {summary['method']}", title_justify="left", show_header=False)
     seconds = ", ".join(f"{k} {v:.1f}" for k, v in summary["seconds"].items() if v)
     rows = [("base", summary["base"]), ("fine-tuned", ", ".join(summary["finetuned"])),
@@ -130,5 +137,5 @@ def _print_summary(con: Any, summary: dict[str, Any], model: Any) -> None:
     con.print(table)
 
 
-register_verb("tailor", "Model Tailor and weight-merging baselines: graft fine-tuned weights onto the base "
-              "(`tailor apply` applies a patch)", add_tailor, run_tailor_verb)
+VERB = Verb("tailor", "Model Tailor and weight-merging baselines: graft fine-tuned weights onto the base "
+            "(`tailor apply` applies a patch)", add_tailor, run_tailor_verb)

@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from typing import Any
 
-from ..cli import (ProgressTracker, _split, add_model_args, add_overwrite_arg, console, model_overrides, overwrite_run,
-                   progress_bar, register_verb)
+from rich.table import Table
 
-log = logging.getLogger(__name__)
+from ..config import load_config, parse_override
+from .arguments import add_model_args, add_overwrite_arg, model_overrides, overwrite_run, split_list
+from .console import ProgressTracker, console, progress_bar
+from .verb import Verb
 
 
 def add_finetune(p: argparse.ArgumentParser) -> None:
@@ -48,8 +49,6 @@ def add_finetune(p: argparse.ArgumentParser) -> None:
 def split_method_options(overrides: list[str]) -> tuple[list[str], dict[str, Any]]:
     """``method_options.r=16`` overrides as a mapping (method_options is a free-form mapping, checked by the
     method's own options dataclass), and the other overrides."""
-    from ..config import parse_override
-
     rest: list[str] = []
     options: dict[str, Any] = {}
     for text in overrides:
@@ -76,9 +75,9 @@ def finetune_base(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, key, None) is not None:
             data[key] = getattr(args, key)
     if args.datasets:
-        data["datasets"] = _split(args.datasets)
+        data["datasets"] = split_list(args.datasets)
     if args.classes:
-        data["classes"] = _split(args.classes)
+        data["classes"] = split_list(args.classes)
     if data:
         base["data"] = data
     if model_overrides(args):
@@ -87,9 +86,11 @@ def finetune_base(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from ..config import load_config
-    from .config import FinetuneConfig
-    from .trainer import finetune
+    # start-up time: these load torch, only once the verb runs
+    from accelerate import PartialState
+
+    from ..training.config import FinetuneConfig
+    from ..training.trainer import finetune
 
     overrides, method_options = split_method_options(list(args.overrides))
     cfg = load_config(FinetuneConfig, args.config, overrides, base=finetune_base(args))
@@ -101,11 +102,7 @@ def run_finetune(args: argparse.Namespace) -> int:
               f"datasets={','.join(cfg.data.datasets)} -> {cfg.out or 'runs/finetune/...'}")
     with progress_bar() as prog:
         result = finetune(cfg, progress=ProgressTracker(prog))
-    from accelerate import PartialState
-
     if PartialState().is_main_process:
-        from rich.table import Table
-
         table = Table(title=f"fine-tuned with {result.method}", title_justify="left", show_header=False)
         share = 100.0 * result.trainable_parameters / max(result.total_parameters, 1)
         rows = [("run folder", result.out), ("steps", str(result.global_step)), ("epochs", str(result.epochs_done)),
@@ -121,6 +118,6 @@ def run_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-register_verb("finetune",
-              "fine-tune an MLLM (projector, lora, full, partial); resumable; DDP under accelerate launch or torchrun",
-              add_finetune, run_finetune)
+VERB = Verb("finetune",
+            "fine-tune an MLLM (projector, lora, full, partial); resumable; DDP under accelerate launch or torchrun",
+            add_finetune, run_finetune)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import console, register_verb
+from rich.console import Console
+from rich.table import Table
+
+from ..config import find_config, read_yaml
+from ..runs import atomic_write_json
+from .console import console
+from .verb import Verb
 
 # dense bf16 tensor-core peak of one H100 SXM (989.4 TFLOP/s); utilisation a tuned LLaVA fine-tune reaches
 DEFAULT_PEAK_TFLOPS = 989.0
@@ -32,11 +38,7 @@ def _tflop(n: int | None) -> str:
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
-    from ..config import find_config, read_yaml
-    from ..runs import atomic_write_json
-    from .planning import DEFAULT_TEXT_TOKENS, GIB, plan_study, study_hours
+    from ..scale.planning import DEFAULT_TEXT_TOKENS, GIB, plan_study, study_hours  # start-up time: loads torch
 
     path = find_config(args.config)
     study = read_yaml(path)
@@ -44,8 +46,6 @@ def run_plan(args: argparse.Namespace) -> int:
                       text_tokens=args.text_tokens or DEFAULT_TEXT_TOKENS)
     con = console()
     if not con.is_terminal:  # a file or a pipe: wide enough for the table instead of rich's 80 columns
-        from rich.console import Console
-
         con = Console(width=160)
     p = plan.parameters
     con.print(f"[bold]{path}[/]: {plan.model} in {plan.dtype} on {plan.processes} x {args.gpu_memory:g} GiB")
@@ -82,5 +82,4 @@ def run_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-register_verb("plan", "memory, batch size, FLOPs and GPU-hours of a study config, before running it",
-              add_plan, run_plan)
+VERB = Verb("plan", "memory, batch size, FLOPs and GPU-hours of a study config, before running it", add_plan, run_plan)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import console, register_verb
+from ..reports.base import write_run_report
+from .console import console
+from .verb import Verb
 
 
 def add_report(p: argparse.ArgumentParser) -> None:
@@ -14,8 +16,6 @@ def add_report(p: argparse.ArgumentParser) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from .base import write_run_report
-
     kind, files = write_run_report(args.run_dir, args.kind)
     con = console()
     con.print(f"[bold]{kind.name} report[/] rebuilt from {args.run_dir}")
@@ -25,5 +25,4 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-register_verb("report", "rebuild the HTML/markdown report of a run folder (study or eval run)", add_report,
-              run_report)
+VERB = Verb("report", "rebuild the HTML/markdown report of a run folder (study or eval run)", add_report, run_report)

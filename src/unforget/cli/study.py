@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
-from ..cli import ProgressTracker, add_overwrite_arg, console, overwrite_run, progress_bar, register_verb
+from ..config import load_config
+from ..studies.base import STUDIES
+from .arguments import add_overwrite_arg, overwrite_run
+from .console import ProgressTracker, console, progress_bar, report_unjudged
+from .verb import Verb
 
 
 def add_study(p: argparse.ArgumentParser) -> None:
@@ -20,9 +25,6 @@ def add_study(p: argparse.ArgumentParser) -> None:
 
 
 def run_study(args: argparse.Namespace) -> int:
-    from ..config import load_config
-    from .base import STUDIES
-
     study = STUDIES.get(args.name)
     base: dict = {"out": args.out} if args.out else {}
     for key in ("models", "datasets"):  # list fields of the studies that have them (survey)
@@ -30,8 +32,6 @@ def run_study(args: argparse.Namespace) -> int:
             base[key] = [v.strip() for v in getattr(args, key).split(",") if v.strip()]
     cfg = load_config(study.config_class, args.config, args.overrides, base=base or None)
     if args.overwrite:
-        from pathlib import Path
-
         overwrite_run(cfg, cfg.out or Path("runs") / study.name / cfg.name)
     con = console()
     con.print(f"[bold]unforget study {args.name}[/] {args.config or ''}")
@@ -42,10 +42,8 @@ def run_study(args: argparse.Namespace) -> int:
     for name in ("report.html", "report.md"):
         if (out / name).exists():
             con.print(f"  {out / name}")
-    from ..evaluation.cli import report_unjudged
-
     return report_unjudged(con, out)  # 3 with the --rejudge command when verdicts are missing
 
 
-register_verb("study", "run a whole study (emt, 2x2, continual, tailor, survey) to a run folder and report",
-              add_study, run_study)
+VERB = Verb("study", "run a whole study (emt, 2x2, continual, tailor, survey) to a run folder and report",
+            add_study, run_study)

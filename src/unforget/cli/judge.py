@@ -5,38 +5,27 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import shlex
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+from rich.console import Console
+from rich.table import Table
 
-from ..cli import _split, console, register_verb
 from ..errors import ConfigError
+from ..evaluation.judges.base import JUDGES
+from ..runs import atomic_write_text, check_resumable, dumps_strict, prepare_run
+from ..runs.provenance import run_info
+from .arguments import split_list
+from .console import EXIT_UNJUDGED, console
+from .verb import Verb
+
+if TYPE_CHECKING:
+    from ..evaluation.judges.validate import GoldValidation
+    from ..stats import Estimate
 
 DEFAULT_JUDGES = "exact,embedding"
-EXIT_UNJUDGED = 3  # the command finished, but some verdicts are missing (a judge endpoint down): rejudge later
-
-
-def rejudge_command(folder: str | Path) -> str:
-    return f"unforget eval --rejudge --out {shlex.quote(str(folder))}"
-
-
-def report_unjudged(con: Any, folder: str | Path, unjudged: int | None = None) -> int:
-    """The exit code of a command that wrote answers to ``folder``: 0, or :data:`EXIT_UNJUDGED` with the count of
-    missing verdicts (counted under ``folder`` when not given) and the command that fills them in."""
-    from .rejudge import count_unjudged
-
-    if unjudged is None:
-        unjudged = count_unjudged(folder)
-    if not unjudged:
-        return 0
-    con.print(f"[bold yellow]{unjudged} verdicts unjudged[/] (a judge could not answer: see the log above and each "
-              "record's judgements.<judge>.error). They are not counted as wrong; judge them when the judge is "
-              "back, without generating again:", soft_wrap=True)
-    con.print(f"  {rejudge_command(folder)}", soft_wrap=True, markup=False, highlight=False)
-    return EXIT_UNJUDGED
 
 
 def add_judge(p: argparse.ArgumentParser) -> None:
@@ -79,8 +68,7 @@ def validate_identity(gold: Path, names: list[str], options: dict[str, dict[str,
                       args: argparse.Namespace) -> dict[str, Any]:
     """What decides a validation's figures: the gold file's content, each judge's identity, the dataset filter and
     the interval settings (never a key)."""
-    from ..checks import judge_identity
-    from .judges.base import JUDGES
+    from ..checks import judge_identity  # start-up time: loads torch, only once the verb runs
 
     for name in names:
         JUDGES.get(name)
@@ -90,11 +78,12 @@ def validate_identity(gold: Path, names: list[str], options: dict[str, dict[str,
 
 
 def run_judge(args: argparse.Namespace) -> int:
-    from ..runs import atomic_write_text, check_resumable, dumps_strict, prepare_run
-    from .judges.validate import build_judges, find_gold_file, gold_records, read_gold, validate_judges
-    from .report import run_info
+    # start-up time: these load scipy and torch, only once the verb runs
+    from ..evaluation.judges.validate import (build_available_judges, find_gold_file, gold_records, read_gold,
+                                              validate_judges)
+    from ..runs.provenance import run_info
 
-    names = _split(args.judges) or []
+    names = split_list(args.judges) or []
     if not names:
         raise ConfigError("--judges is empty: name at least one judge (exact, embedding, llm, cascade)")
     options = parse_judge_options(args.judge_options)
@@ -103,7 +92,7 @@ def run_judge(args: argparse.Namespace) -> int:
     out = Path(args.out or Path("runs") / "judges" / f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     identity = validate_identity(path, names, options, args)
     check_resumable(out, "judge-validate", identity)  # before any judge is built or called
-    judges, unavailable = build_judges(names, options)
+    judges, unavailable = build_available_judges(names, options)
     if not judges:
         raise ConfigError("no judge could be built here: " + "; ".join(f"{n}: {why}" for n, why in unavailable.items()))
     con = console()
@@ -113,9 +102,7 @@ def run_judge(args: argparse.Namespace) -> int:
                                                confidence=args.confidence, n_resamples=args.resamples)
     finally:
         for j in judges:
-            close = getattr(j, "close", None)
-            if callable(close):
-                close()
+            j.close()
     run = prepare_run(out, "judge-validate", identity)
     atomic_write_text(run.samples_path, "".join(dumps_strict(r, ensure_ascii=False) + "\n"
                                                 for r in gold_records(gold, verdicts)))
@@ -135,85 +122,7 @@ def run_judge(args: argparse.Namespace) -> int:
     return 0
 
 
-def record_rejudged_identity(folder: Path, cfg: Any) -> None:
-    """After a rejudge the run's verdicts are the new judges': run.json says so (only the judge fields change; the
-    model and data fingerprints stay those of the run that produced the answers)."""
-    from ..checks import judge_identities
-    from ..config import to_dict
-    from ..runs import read_manifest, write_manifest
-
-    manifest = read_manifest(folder)
-    if manifest is None:
-        return
-    data = to_dict(cfg)
-    manifest.identity["judges"] = judge_identities(data)
-    manifest.identity.setdefault("config", {})["judges"] = list(cfg.judges)
-    from ..checks import identity_config
-
-    manifest.identity["config"]["judge_options"] = identity_config(data.get("judge_options") or {})
-    write_manifest(folder, manifest)
-
-
-def run_rejudge(args: argparse.Namespace, base: dict[str, Any]) -> int:
-    """``unforget eval --rejudge --out RUN``: the run's own config.yaml, with any flags and overrides on top."""
-    from ..cli import ProgressTracker, progress_bar
-    from ..config import load_config
-    from ..runs import RunDir
-    from .config import EvalConfig
-    from .rejudge import rejudge_run
-    from .report import print_eval_table, rejudged_metrics_document
-
-    if not args.out:
-        raise ConfigError("--rejudge needs the run folder to judge again: --out RUN")
-    folder = Path(args.out)
-    config = Path(args.config) if args.config else folder / "config.yaml"
-    if not config.is_file():
-        raise ConfigError(f"{folder} has no config.yaml: --rejudge works on an `unforget eval` run folder "
-                          "(or pass -c with the config it was run with)")
-    from ..config import read_yaml
-
-    if {"train", "methods", "cells", "tasks"} & set(read_yaml(config)):
-        return _rejudge_study(folder, base)
-    cfg = load_config(EvalConfig, str(config), args.overrides, base=base)
-    run = RunDir(folder)
-    con = console()
-    con.print(f"[bold]unforget eval --rejudge[/] {run.path} judges={','.join(cfg.judges)}")
-    previous = run.read_metrics()
-    with progress_bar() as prog:
-        outcome, result = rejudge_run(cfg, run, progress=ProgressTracker(prog))
-    run.write_config(cfg)
-    record_rejudged_identity(run.path, cfg)
-    run.write_metrics(rejudged_metrics_document(cfg, result, outcome, previous))
-    print_eval_table(con, result)
-    sent = ", ".join(f"{name} {n}" for name, n in outcome.sent.items())
-    still = sum(outcome.still_unjudged.values())
-    con.print(f"rejudged {outcome.touched} of {outcome.records} answers (sent to {sent})"
-              + ("" if still else "; every answer has a verdict from every judge"))
-    return report_unjudged(con, run.path, still)
-
-
-def _rejudge_study(folder: Path, base: dict[str, Any]) -> int:
-    """A study folder: every evaluation folder under it rejudged, their metrics and the study report rewritten."""
-    from ..cli import ProgressTracker, progress_bar
-    from .rejudge import rejudge_study
-
-    con = console()
-    con.print(f"[bold]unforget eval --rejudge[/] study {folder}"
-              + (f" judges={','.join(base['judges'])}" if base.get("judges") else ""))
-    with progress_bar() as prog:
-        outcome = rejudge_study(folder, judges=base.get("judges"), progress=ProgressTracker(prog))
-    for label, result in outcome.folders.items():
-        still = sum(result.still_unjudged.values())
-        con.print(f"{label}: rejudged {result.touched} of {result.records} answers"
-                  + (f", [yellow]{still} verdicts still missing[/]" if still else ""))
-    con.print(f"-> {outcome.report} report rewritten in {folder}" if outcome.report else
-              f"[yellow]{folder}: no known study kind; run `unforget report {folder} --kind NAME`[/]")
-    return report_unjudged(con, folder, sum(sum(r.still_unjudged.values()) for r in outcome.folders.values()))
-
-
-def print_validation_table(con: Any, validation: Any) -> None:
-    from rich.table import Table
-
+def print_validation_table(con: Console, validation: GoldValidation) -> None:
     level = round(validation.confidence * 100)
     table = Table(title=f"judges vs human verdicts ({validation.n} answers, {validation.human_correct} correct; "
                         f"{level}% intervals)", title_justify="left")
@@ -229,9 +138,9 @@ def print_validation_table(con: Any, validation: Any) -> None:
         con.print(f"[yellow]{name}: unavailable here[/] ({why})")
 
 
-def _estimate_cells(e: Any) -> tuple[str, str]:
+def _estimate_cells(e: Estimate | None) -> tuple[str, str]:
     return (f"{e.value:.3f}", f"[{e.low:.3f}, {e.high:.3f}]") if e is not None else ("-", "-")
 
 
-register_verb("judge", "validate judges against hand-labelled verdicts (`judge validate --gold FILE`)",
-              add_judge, run_judge)
+VERB = Verb("judge", "validate judges against hand-labelled verdicts (`judge validate --gold FILE`)",
+            add_judge, run_judge)

@@ -1,0 +1,96 @@
+"""The layering contract (issue "A codebase that shows its plan"): data flows one way,
+
+    cli -> studies, zoo -> {training, tailoring, evaluation, reports} -> identity -> {models, data} -> base
+
+where base is {runs, stats, config, registry, errors, flops}. The import graph of src/unforget is read from the
+source (function-level imports included: an import hidden in a function still couples two packages), and checked
+for imports that go up a layer, imports between packages a rule keeps apart, and package-level cycles.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "unforget"
+
+RANK = {
+    "errors": 0, "registry": 0, "config": 0, "stats": 0, "runs": 0, "flops": 0, "unforget": 0,
+    "models": 1, "data": 1,
+    "identity": 2,
+    "training": 3, "tailoring": 3, "evaluation": 3, "reports": 3, "scale": 3,
+    "studies": 4, "zoo": 4, "checks": 4,
+    "cli": 5, "__main__": 6,
+}
+# same-layer packages that must not import each other at all: reports only render what is on disk
+FORBIDDEN = {("reports", "training"), ("reports", "evaluation"), ("reports", "tailoring"), ("reports", "studies")}
+
+
+def _package(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "unforget"
+
+
+def import_graph() -> dict[tuple[str, str], list[str]]:
+    """(importing package, imported package) -> the places (file:line) where it happens."""
+    edges: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for path in sorted(SRC.rglob("*.py")):
+        rel = path.relative_to(SRC.parent).with_suffix("")
+        module = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                targets = ([f"{target}.{a.name}" for a in node.names] if target == "unforget" else [target])
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            for t in targets:
+                if not t.startswith("unforget"):
+                    continue
+                a, b = _package(module), _package(t)
+                if b == "__version__":
+                    b = "unforget"
+                if a != b:
+                    edges[(a, b)].append(f"{path.relative_to(SRC)}:{node.lineno}")
+    return edges
+
+
+def test_every_package_has_a_layer():
+    packages = {p.name for p in SRC.iterdir() if (p.is_dir() and (p / "__init__.py").exists())}
+    packages |= {p.stem for p in SRC.glob("*.py") if p.stem != "__init__"}
+    assert packages - set(RANK) == set(), "give each new package a layer in RANK"
+
+
+def test_no_import_goes_up_a_layer_or_crosses_a_forbidden_line():
+    bad = [f"{a} -> {b} ({', '.join(places[:3])})" for (a, b), places in sorted(import_graph().items())
+           if RANK.get(a, 99) < RANK.get(b, 99) or (a, b) in FORBIDDEN]
+    assert bad == []
+
+
+def test_no_package_level_cycle():
+    graph: dict[str, set[str]] = defaultdict(set)
+    for a, b in import_graph():
+        graph[a].add(b)
+    cycles = []
+    state: dict[str, int] = {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]) if nxt in stack else f"{node} -> {nxt}")
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert cycles == []
