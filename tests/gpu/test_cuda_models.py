@@ -72,8 +72,8 @@ def test_planned_weights_and_generation_memory_of_llava_7b():
     allocates, and a generate batch's peak stays within the plan's KV cache + prefill estimate (+-25%)."""
     from transformers import AutoModelForImageTextToText
 
-    from unforget.scale.meta import load_model_config
-    from unforget.scale.planning import TextShape, generate_memory
+    from unforget.planning.meta import load_model_config
+    from unforget.planning.study_plan import TextShape, generate_memory
 
     free, _ = torch.cuda.mem_get_info()
     if free < 24 * GIB:

@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from unforget.cli import main
-from unforget.reports.continual import step_folder_name
+from unforget.studies.continual import step_folder_name
 from unforget.runs import read_jsonl
-from unforget.studies.continual_metrics import continual_metrics
+from unforget.studies.continual.metrics import continual_metrics
 
 TASKS = ["digits", "shapes?n_train=16&n_test=6"]
 STRATEGIES = ["naive", "model-tailor"]

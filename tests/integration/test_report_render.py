@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from tests.synthetic_emt_run import make_run
-from unforget.reports.emt import write_emt_report
+from unforget.studies.emt import write_emt_report
 
 CANDIDATES = ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome", "headless_shell")
 PLOT_BLUE = (0x1F, 0x77, 0xB4)  # the first series colour of every line plot (plots.PALETTE[0])

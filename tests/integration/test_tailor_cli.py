@@ -204,7 +204,8 @@ def test_study_end_to_end_and_resume(random_llava_dir, finetuned, tmp_path):
 
 def test_study_puts_the_base_weights_back_after_each_run(random_llava_dir, finetuned, tmp_path):
     from unforget.config import load_config
-    from unforget.studies.tailor import BaseWeights, SubRun, TailoringArm, TailorStudyConfig, _run_sub, _with_finetuned
+    from unforget.studies.tailor import SubRun, TailoringArm, TailorStudyConfig
+    from unforget.studies.tailor.run import BaseWeights, _run_sub, _with_finetuned
     from unforget.runs import RunDir
 
     config = tmp_path / "tailor.yaml"

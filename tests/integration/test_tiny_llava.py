@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from unforget.data import load_dataset
+from unforget.evaluation.encoder import ZeroShotClassifier
 from unforget.models.loading import load_model
 from unforget.models.zoo import ZOO
-from unforget.models.zoo.tiny_llava_recipe import accepted_answers, eval_question, generate_answers, normalise_answer
+from unforget.zoo.tiny_llava.check import accepted_answers, encoder_accuracy, normalise_answer, sample_answers
 
 # (dataset, load options, samples asked, at least this many right). The thresholds sit well below the
 # model card's accuracies on the same sets (see tiny-llava/README.md), so they only catch a broken model.
@@ -34,7 +35,7 @@ def test_zoo_name_resolves_to_the_shipped_folder(tiny):
 def test_answers_embedded_test_samples(tiny, name, options, n, at_least):
     ds = load_dataset(name, **options)
     samples = ds.split("test")[:n]
-    answers = generate_answers(tiny, [s.load_image(name) for s in samples], [eval_question(ds, s) for s in samples])
+    answers = sample_answers(tiny, ds, samples)
     right = sum(normalise_answer(a) in accepted_answers(ds, s) for a, s in zip(answers, samples))
     assert right >= at_least, f"{name}: {right}/{n} right; answers {answers}"
 
@@ -53,14 +54,9 @@ def test_encoder_is_the_clip_model_of_the_vision_tower(tiny):
 
 
 def test_encoder_zero_shot_beats_chance_on_digits():
-    from unforget.models.zoo.tiny_llava_recipe import clip_zero_shot_accuracy
-    from transformers import AutoProcessor, CLIPModel
-
     folder = ZOO.get("tiny-llava").shipped / "encoder"
-    clip = CLIPModel.from_pretrained(folder, use_safetensors=True).eval()
-    proc = AutoProcessor.from_pretrained(folder)
     ds = load_dataset("digits")
-    accuracy = clip_zero_shot_accuracy(clip, proc.tokenizer, proc.image_processor, ds, ds.split("test")[:100])
+    accuracy = encoder_accuracy(ZeroShotClassifier(str(folder)), ds, ds.split("test")[:100])
     assert accuracy >= 0.8  # card: 0.94 on 400; chance 0.10
 
 

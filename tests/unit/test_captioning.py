@@ -147,7 +147,7 @@ def test_evaluator_scores_caption_records_with_cider_and_bleu():
 
 def test_emt_report_leaves_caption_sets_out_of_accuracy_figures(tmp_path):
     from tests.synthetic_emt_run import make_run, write_jsonl
-    from unforget.reports.emt import summarise_emt, write_emt_report
+    from unforget.studies.emt import summarise_emt, write_emt_report
     from unforget.runs import read_jsonl
 
     run = make_run(tmp_path / "run", arms={"lora": {1: (set(range(15)), set(range(18)), set())}})
@@ -158,7 +158,7 @@ def test_emt_report_leaves_caption_sets_out_of_accuracy_figures(tmp_path):
         rows = read_jsonl(folder / "samples.jsonl")
         write_jsonl(folder / "samples.jsonl", rows + [dict(r, seed=0) if epoch else r for r in caption_rows
                                                       if r["epoch"] == epoch])
-    summary = summarise_emt(run)
+    summary = summarise_emt(run).to_dict()
     assert summary["base"]["captions"]["accuracy"] is None
     assert summary["base"]["captions"]["unjudged"] == 3
     write_emt_report(run)

@@ -9,7 +9,7 @@ import pytest
 
 from unforget.errors import DataError
 from unforget.stats import wilson_interval
-from unforget.studies.continual_metrics import continual_metrics, continual_metrics_with_intervals
+from unforget.studies.continual.metrics import continual_metrics, continual_metrics_with_intervals
 
 # R[i][j] = accuracy on task j after training task i.
 R3 = [

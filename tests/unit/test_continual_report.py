@@ -6,13 +6,13 @@ import json
 import pytest
 import yaml
 
-from unforget.reports.base import detect_report_kind
-from unforget.reports.continual import (
+from unforget.studies.continual import (
     step_folder_name,
     summarise_continual,
     task_labels,
     write_continual_report,
 )
+from unforget.studies.report import write_run_report
 
 TASKS = ["digits", "shapes?n_test=4"]
 
@@ -56,7 +56,7 @@ KEEPER = [[[1, 1, 1, 1], [0, 1, 0, 0]],
 
 
 def test_matrix_and_metrics_from_the_records(tmp_path):
-    summary = summarise_continual(make_run(tmp_path, {"naive": NAIVE, "keeper": KEEPER}, BASE))
+    summary = summarise_continual(make_run(tmp_path, {"naive": NAIVE, "keeper": KEEPER}, BASE)).to_dict()
     naive, keeper = summary["strategies"]
     assert [[c["value"] for c in row] for row in naive["accuracy_matrix"]] == [[1.0, 0.0], [0.25, 1.0]]
     assert [c["value"] for c in summary["base_accuracy"]] == [0.0, 0.25]
@@ -73,7 +73,7 @@ def test_matrix_and_metrics_from_the_records(tmp_path):
 
 
 def test_claim_compares_per_sample_forgetting_with_naive(tmp_path):
-    summary = summarise_continual(make_run(tmp_path, {"naive": NAIVE, "keeper": KEEPER}, BASE))
+    summary = summarise_continual(make_run(tmp_path, {"naive": NAIVE, "keeper": KEEPER}, BASE)).to_dict()
     (claim,) = summary["claims"]
     assert claim["arm"] == "keeper" and claim["compared_with"] == "naive" and claim["paper_claim"] is False
     test = claim["test"]
@@ -90,14 +90,14 @@ def test_unjudged_and_skipped_samples_are_left_out_of_every_cell(tmp_path):
     records = [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines()]
     records[0]["correct"] = None  # digits s0 after step 1: a judge failure
     (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    naive = summarise_continual(run)["strategies"][0]
+    naive = summarise_continual(run).to_dict()["strategies"][0]
     assert naive["aligned_samples"] == [3, 4]
     assert naive["accuracy_matrix"][1][0]["value"] == pytest.approx(1 / 3)  # s1..s3 after step 1: 0, 1, 0
 
 
 def test_an_unfinished_strategy_has_rows_so_far_and_no_metrics(tmp_path):
     run = make_run(tmp_path, {"naive": NAIVE, "keeper": KEEPER}, BASE, done={("keeper", 1): False})
-    summary = summarise_continual(run)
+    summary = summarise_continual(run).to_dict()
     keeper = summary["strategies"][1]
     assert keeper["done"] is False and keeper["metrics"] is None and keeper["steps_done"] == [0]
     assert keeper["accuracy_matrix"][1] == [None, None]
@@ -107,7 +107,7 @@ def test_an_unfinished_strategy_has_rows_so_far_and_no_metrics(tmp_path):
 
 def test_report_files_and_kind_detection(tmp_path):
     run = make_run(tmp_path, {"naive": NAIVE, "keeper": KEEPER}, BASE)
-    assert detect_report_kind(run).name == "continual"
+    assert write_run_report(run)[0].name == "continual"  # no run.json: recognised from config.yaml
     files = write_continual_report(run)
     assert {p.name for p in files.plots} == {"continual-metrics.png", "accuracy-matrices.png",
                                               "accuracy-over-time.png"}
@@ -150,7 +150,7 @@ def probed_run(tmp_path):
 def test_probe_points_and_rank_correlation(probed_run):
     from scipy.stats import spearmanr
 
-    probe = summarise_continual(probed_run)["probe"]
+    probe = summarise_continual(probed_run).to_dict()["probe"]
     assert [p["step"] for p in probe["curves"]["naive"]] == [0, 1]
     assert probe["curves"]["naive"][1]["kl"] == pytest.approx(2.95)
     points = {p["strategy"]: p for p in probe["points"]}
@@ -176,5 +176,5 @@ def test_probe_section_on_the_page(probed_run):
 
 
 def test_no_probe_rows_no_section(tmp_path):
-    summary = summarise_continual(make_run(tmp_path, {"naive": NAIVE}, BASE))
+    summary = summarise_continual(make_run(tmp_path, {"naive": NAIVE}, BASE)).to_dict()
     assert summary["probe"] is None

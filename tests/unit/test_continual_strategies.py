@@ -8,7 +8,7 @@ import pytest
 from unforget.config import from_dict
 from unforget.errors import ConfigError, RegistryError
 from unforget.studies.continual import ContinualConfig, default_plan
-from unforget.studies.continual_strategies import STRATEGIES, Step
+from unforget.studies.continual.strategies import STRATEGIES, Step
 from unforget.training.data import training_items
 from unforget.training.mixing import mix_counts
 

@@ -15,7 +15,7 @@ from unforget.evaluation.metrics import (
     format_knowledge_split,
     split_records,
 )
-from unforget.reports.emt import summarise_emt
+from unforget.studies.emt import summarise_emt
 from unforget.runs import read_jsonl
 from unforget.stats import wilson_interval
 
@@ -86,14 +86,14 @@ def add_rank(path: Path, knows) -> None:
 
 
 def test_emt_summary_and_page_show_the_split(tmp_path):
-    from unforget.reports.emt_page import build_emt_report
+    from unforget.studies.emt import build_emt_report
 
     run = make_run(tmp_path / "run")
     knows = lambda i, epoch: i < 15 or i == 20  # noqa: E731 - the ranking knows s0-s14 (and s20) every epoch
     for path in [run / "base" / "samples.jsonl", run / "lora" / "samples.jsonl", run / "projector" / "samples.jsonl"]:
         add_rank(path, knows)
     summary = summarise_emt(run)
-    lora = next(a for a in summary["arms"] if a["name"] == "lora")
+    lora = next(a for a in summary.to_dict()["arms"] if a["name"] == "lora")
     assert set(lora["format_knowledge"]) == {"shapes"}  # digits records have no ranking
     points = {p["epoch"]: p for p in lora["format_knowledge"]["shapes"]}
     assert sorted(points) == [0, 1, 2]
@@ -109,5 +109,5 @@ def test_emt_summary_and_page_show_the_split(tmp_path):
 
 
 def test_emt_summary_without_rank_has_no_split(tmp_path):
-    summary = summarise_emt(make_run(tmp_path / "run"))
+    summary = summarise_emt(make_run(tmp_path / "run")).to_dict()
     assert all(a["format_knowledge"] is None for a in summary["arms"])

@@ -11,8 +11,9 @@ import pytest
 from unforget.errors import ConfigError, DataError
 from unforget.evaluation.config import LanguageConfig
 from unforget.evaluation.language import LanguageItems, language_change, language_estimates
-from unforget.reports.language import change_sentence, change_verdict, language_point
+from unforget.reports.language import change_sentence, change_verdict
 from unforget.runs import RunDir, read_jsonl
+from unforget.studies.language_scores import language_point
 
 
 def items(answer_nll, heldout_nll, answer_tokens=None, heldout_tokens=None, ids=None) -> LanguageItems:
@@ -158,7 +159,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 def test_emt_report_has_the_language_section(tmp_path):
     from tests.synthetic_emt_run import make_run
-    from unforget.reports.emt import write_emt_report
+    from unforget.studies.emt import write_emt_report
 
     root = make_run(tmp_path / "run")
     write_jsonl(root / "base" / "samples.jsonl", text_records(range(4), 0))
@@ -191,9 +192,9 @@ def test_emt_report_has_the_language_section(tmp_path):
 
 def test_emt_report_without_language_rows_has_no_section(tmp_path):
     from tests.synthetic_emt_run import make_run
-    from unforget.reports.emt import summarise_emt
+    from unforget.studies.emt import summarise_emt
 
-    assert summarise_emt(make_run(tmp_path / "run"))["language"] is None
+    assert summarise_emt(make_run(tmp_path / "run")).to_dict()["language"] is None
 
 
 TWO_BY_TWO = """name: synthetic
@@ -206,7 +207,7 @@ alpha: 0.05
 
 
 def test_twobytwo_report_has_the_language_section(tmp_path):
-    from unforget.reports.twobytwo import summarise_twobytwo, write_twobytwo_report
+    from unforget.studies.twobytwo import summarise_twobytwo, write_twobytwo_report
 
     (tmp_path / "config.yaml").write_text(TWO_BY_TWO)
     cells = [{"epoch": 0, "id": f"{c}{i}", "dataset": c, "reference": "x", "prediction": "x", "correct": True}
@@ -220,7 +221,7 @@ def test_twobytwo_report_has_the_language_section(tmp_path):
                                                "epochs": 2, "method": {"name": "projector", "method": "projector"}}))
     write_jsonl(run / "language.jsonl", [row(WORSE, 2)])
     (run / "DONE").write_text("")
-    lang = summarise_twobytwo(tmp_path)["language"]
+    lang = summarise_twobytwo(tmp_path).to_dict()["language"]
     assert lang["base"]["accuracy"]["value"] == pytest.approx(1.0) and lang["missing"] == []
     (point,) = lang["points"]
     assert point["name"] == "sweep/projector-lr0.001-e2" and point["epoch"] == 2
@@ -231,4 +232,4 @@ def test_twobytwo_report_has_the_language_section(tmp_path):
     md = write_twobytwo_report(tmp_path).markdown.read_text()
     assert "Language forgetting (text set)" in md and "change in text accuracy" in md
     # the text records stay out of the four cells
-    assert summarise_twobytwo(tmp_path)["base"]["id_image_id_text"]["n"] == 3
+    assert summarise_twobytwo(tmp_path).to_dict()["base"]["id_image_id_text"]["n"] == 3

@@ -1,6 +1,7 @@
 """The layering contract (issue "A codebase that shows its plan"): data flows one way,
 
-    cli -> studies, zoo -> {training, tailoring, evaluation, reports} -> identity -> {models, data} -> base
+    cli -> {studies, zoo, planning, checks} -> {training, tailoring, evaluation, reports, scale} -> identity
+        -> {models, data} -> base
 
 where base is {runs, stats, config, registry, errors, flops}. The import graph of src/unforget is read from the
 source (function-level imports included: an import hidden in a function still couples two packages), and checked
@@ -20,7 +21,7 @@ RANK = {
     "models": 1, "data": 1,
     "identity": 2,
     "training": 3, "tailoring": 3, "evaluation": 3, "reports": 3, "scale": 3,
-    "studies": 4, "zoo": 4, "checks": 4,
+    "studies": 4, "zoo": 4, "checks": 4, "planning": 4,
     "cli": 5, "__main__": 6,
 }
 # same-layer packages that must not import each other at all: reports only render what is on disk
@@ -94,3 +95,28 @@ def test_no_package_level_cycle():
         if node not in state:
             visit(node, [node])
     assert cycles == []
+
+
+def function_level_imports() -> list[str]:
+    """Imports inside function bodies whose line (or the comment line just above) gives no reason."""
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        lines = path.read_text().splitlines()
+        for fn in ast.walk(ast.parse("\n".join(lines), str(path))):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    line = lines[node.lineno - 1]
+                    above = node.lineno - 2  # a comment may head a block of imports
+                    while above >= 0 and lines[above].strip().startswith(("from ", "import ")):
+                        above -= 1
+                    if "#" not in line and not (above >= 0 and lines[above].strip().startswith("#")):
+                        found.append(f"{path.relative_to(SRC)}:{node.lineno}: {line.strip()}")
+    return found
+
+
+def test_a_function_level_import_says_why():
+    """An import hidden in a function couples two modules where nobody looks; it stays only for a reason given in a
+    comment (an optional dependency, start-up time of the CLI, a heavy library used by one path)."""
+    assert function_level_imports() == []

@@ -9,8 +9,8 @@ import pytest
 import torch
 import yaml
 
-from unforget.scale.meta import meta_model, repeated_block_classes
-from unforget.scale.planning import (
+from unforget.planning.meta import meta_model, repeated_block_classes
+from unforget.planning.study_plan import (
     GIB,
     TextShape,
     count_parts,
@@ -156,7 +156,7 @@ def test_largest_batch_backs_off_to_zero_when_weights_do_not_fit():
     assert largest_batch(fixed=10, per_sample=3, device_memory=100, headroom=0.1) == 26  # (90 - 10) // 3
     assert largest_batch(fixed=95, per_sample=3, device_memory=100, headroom=0.1) == 0
     # full fine-tuning of LLaVA-7B in bf16 with AdamW does not fit one 40 GiB GPU under DDP, fits under FSDP x 4
-    from unforget.scale.meta import load_model_config
+    from unforget.planning.meta import load_model_config
 
     cfg = load_model_config("llava-hf/llava-1.5-7b-hf")
     full = plan_method(cfg, "full", "full", {}, dtype=torch.bfloat16, tokens=640, answer_tokens=8, batch_size=4,
@@ -167,7 +167,7 @@ def test_largest_batch_backs_off_to_zero_when_weights_do_not_fit():
 
 
 def test_qwen2_vl_shape_and_kv_cache(qwen):
-    from unforget.scale.meta import load_model_config
+    from unforget.planning.meta import load_model_config
 
     shape = TextShape.from_config(load_model_config("Qwen/Qwen2-VL-7B-Instruct"))
     assert (shape.hidden, shape.layers, shape.kv_heads, shape.head_dim) == (3584, 28, 4, 128)

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from tests.synthetic_emt_run import make_run, write_jsonl
-from unforget.reports.emt import kl_forgetting_correlation, summarise_emt
+from unforget.studies.emt import kl_forgetting_correlation, summarise_emt
 
 
 def probe_row(epoch, kl_shapes, kl_digits=0.0, seed=None):
@@ -30,7 +30,7 @@ def run(tmp_path):
 
 
 def test_probe_points_and_spearman(run):
-    probe = summarise_emt(run)["probe"]
+    probe = summarise_emt(run).to_dict()["probe"]
     assert probe["datasets"] == ["shapes"] and probe["label_set"] == "digits"
     assert [p["epoch"] for p in probe["curves"]["projector"]] == [0, 1, 2]
     # KL on the other set (shapes) only: the digits KL of 5.0 is the fine-tuning set's
@@ -47,7 +47,7 @@ def test_probe_points_and_spearman(run):
 
 
 def test_probe_section_on_the_page(run):
-    from unforget.reports.emt_page import build_emt_report
+    from unforget.studies.emt import build_emt_report
     from unforget.reports.markdown import render_markdown
 
     report = build_emt_report(summarise_emt(run))
@@ -57,7 +57,7 @@ def test_probe_section_on_the_page(run):
 
 
 def test_no_probe_files_no_section(tmp_path):
-    summary = summarise_emt(make_run(tmp_path / "run"))
+    summary = summarise_emt(make_run(tmp_path / "run")).to_dict()
     assert summary["probe"] is None
 
 

@@ -9,8 +9,8 @@ import torch
 
 from unforget.errors import ConfigError, RegistryError, TrainingError
 from unforget.training.config import RegularizerConfig
+from unforget.training.regularizer_registry import REGULARIZERS
 from unforget.training.regularizers import (
-    REGULARIZERS,
     Distillation,
     WeightPull,
     answer_token_kl,

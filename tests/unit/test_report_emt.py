@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.synthetic_emt_run import ARMS, PNG_MAGIC, make_run, record, write_jsonl
-from unforget.errors import DataError, RegistryError
-from unforget.reports.base import REPORTS, detect_report_kind, write_run_report
-from unforget.reports.emt import summarise_emt, write_emt_report
+from unforget.errors import DataError
+from unforget.studies.emt import summarise_emt, write_emt_report
+from unforget.studies.report import detect_report_kind, report_writers, write_run_report
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def summary(run) -> dict:
-    return summarise_emt(run)
+    return summarise_emt(run).to_dict()
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +143,7 @@ def test_projector_vs_lora_claim(summary):
 
 
 def test_projector_claim_needs_both_methods(tmp_path):
-    summary = summarise_emt(make_run(tmp_path / "run", arms={"lora": ARMS["lora"]}))
+    summary = summarise_emt(make_run(tmp_path / "run", arms={"lora": ARMS["lora"]})).to_dict()
     assert not [c for c in summary["claims"] if c["id"] == "projector-retains-more"]
     assert {c["id"] for c in summary["claims"]} == {"early-fine-tuning-helps", "long-fine-tuning-degrades",
                                                     "fine-tuning-labels-leak"}
@@ -171,7 +171,7 @@ def test_class_subset_held_out_collapse(tmp_path):
                         prediction=None if i % 10 in held_in else "3") for i in range(20)]
     run = make_run(tmp_path / "run", arms={"lora": ARMS["lora"]}, classes=held_in,
                    digits_override={("lora", 2): collapse})
-    subset = _arm(summarise_emt(run), "lora")["class_subset"]
+    subset = _arm(summarise_emt(run).to_dict(), "lora")["class_subset"]
     assert subset["held_in_classes"] == held_in
     last = subset["points"][-1]
     assert last["held_in_accuracy"]["value"] == 1.0 and last["held_out_accuracy"]["value"] == 0.0
@@ -192,7 +192,7 @@ def test_seeds_summarised_apart_from_sample_intervals(tmp_path):
         if r["dataset"] == "shapes" and r["epoch"] == 2 and r["id"] in {f"s{i}" for i in range(2, 6)}:
             r.update(correct=True, prediction=r["reference"])
     write_jsonl(tmp_path / "run" / "lora-s1" / "samples.jsonl", rows)
-    summary = summarise_emt(run)
+    summary = summarise_emt(run).to_dict()
     assert [a["folder"] for a in summary["arms"]] == ["lora-s0", "lora-s1"]
     last = summary["seed_summaries"]["lora"]["datasets"]["shapes"]["last"]
     assert last["values"] == pytest.approx([3 / 21, 7 / 21])
@@ -209,7 +209,7 @@ def test_unfinished_epoch_is_left_out(tmp_path):
     metrics = tmp_path / "run" / "lora" / "metrics.json"
     metrics.write_text(json.dumps({"epochs": {"1": {}}}))  # epoch 2 was interrupted during its evaluation
     (tmp_path / "run" / "lora" / "DONE").unlink()
-    summary = summarise_emt(run)
+    summary = summarise_emt(run).to_dict()
     lora = _arm(summary, "lora")
     assert lora["epochs"] == [0, 1] and lora["partial_epochs"] == [2] and lora["last_epoch"] == 1
     assert any("only partly evaluated" in n for n in summary["notes"])
@@ -292,7 +292,7 @@ def test_report_verb_and_kind_detection(tmp_path, run):
 
     assert "report" in VERBS
     assert detect_report_kind(run).name == "emt"
-    assert "emt" in REPORTS and "eval" in REPORTS
+    assert "emt" in report_writers() and "eval" in report_writers()
     eval_run = tmp_path / "eval"
     eval_run.mkdir()
     (eval_run / "config.yaml").write_text("model:\n  name: m\ndatasets: [shapes]\nsplit: test\nmode: generate\n")
@@ -308,7 +308,7 @@ def test_report_verb_and_kind_detection(tmp_path, run):
     assert (eval_run / "plots" / "confusion-shapes.png").read_bytes().startswith(PNG_MAGIC)
     with pytest.raises(DataError, match="no config.yaml"):
         write_run_report(tmp_path)
-    with pytest.raises(RegistryError, match="Did you mean 'emt'"):
+    with pytest.raises(DataError, match="Did you mean 'emt'"):
         write_run_report(run, kind="emtt")
 
 
@@ -318,7 +318,7 @@ def test_class_count_recovered_from_the_evaluators_metrics(tmp_path):
     # 1.5 bits at normalised entropy 0.5: log2(K) = 3, so shapes has 8 classes although the records show 4
     metrics["datasets"]["shapes"].update(prediction_entropy=1.5, normalised_entropy=0.5)
     (run / "base" / "metrics.json").write_text(json.dumps(metrics))
-    summary = summarise_emt(run)
+    summary = summarise_emt(run).to_dict()
     assert summary["class_counts"]["shapes"] == 8
     base = _arm(summary, "lora")["curves"]["shapes"][0]
     h = -(2 * 0.3 * math.log2(0.3) + 2 * 0.2 * math.log2(0.2))
@@ -326,12 +326,12 @@ def test_class_count_recovered_from_the_evaluators_metrics(tmp_path):
 
 
 def test_report_of_a_run_with_only_the_base_model(tmp_path):
-    from unforget.reports.emt_page import build_emt_report
+    from unforget.studies.emt import build_emt_report
 
     run = make_run(tmp_path / "run", arms={"lora": ARMS["lora"]})
     shutil.rmtree(run / "lora")
     summary = summarise_emt(run)
-    assert summary["arms"] == [] and summary["claims"] == [] and summary["missing_arms"] == ["lora"]
+    assert summary.arms == [] and summary.claims == [] and summary.missing_arms == ["lora"]
     report = build_emt_report(summary)
     assert "No fine-tuning arm has been evaluated yet." in [b.text for b in report.sections[0].blocks
                                                              if hasattr(b, "text")]

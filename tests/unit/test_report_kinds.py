@@ -18,7 +18,7 @@ import yaml
 from tests.synthetic_emt_run import make_run as make_emt_run
 from unforget.cli import main
 from unforget.errors import DataError
-from unforget.reports.base import detect_report_kind, guess_report_kind
+from unforget.studies.report import detect_report_kind, guess_report_kind
 from unforget.runs.manifest import new_manifest, read_manifest, write_manifest
 
 A_MNIST, B_MNIST = "mnist-idx:/data/a/mnist", "mnist-idx:/data/b/mnist"
@@ -73,12 +73,12 @@ def plotted(monkeypatch) -> dict[str, list[str]]:
         seen["series"] += [s.label for s in series]
         return bar_chart(categories, series, **kwargs)
 
-    import unforget.reports.continual_page as continual_page
-    import unforget.reports.emt_page as emt_page
+    import unforget.studies.continual.page as continual_page
+    import unforget.studies.emt.page as emt_page
     import unforget.reports.eval_run as eval_run
     import unforget.reports.finetune as finetune
-    import unforget.reports.survey as survey
-    import unforget.reports.tailor as tailor
+    import unforget.studies.survey.page as survey
+    import unforget.studies.tailor.page as tailor
 
     for module in (emt_page, continual_page, finetune, tailor):
         monkeypatch.setattr(module, "line_plot", recording_line_plot)
@@ -280,7 +280,7 @@ def test_continual_study_with_two_tasks_of_one_folder_name(tmp_path, capsys, plo
     write_json(run / "base" / "metrics.json", {"tasks": [{"index": j, "ref": t, "dataset": t}
                                                          for j, t in enumerate(tasks)]})
     (run / "base" / "DONE").write_text("")
-    from unforget.reports.continual import step_folder_name
+    from unforget.studies.continual import step_folder_name
 
     for i, task in enumerate(tasks):
         folder = run / "naive" / step_folder_name(i, task)
@@ -443,7 +443,7 @@ def test_a_kind_without_a_report_is_named(tmp_path):
 
 
 def test_every_kind_run_json_records_has_one_report():
-    from unforget.reports.base import REPORTS
+    from unforget.studies.report import report_writers
 
-    assert REPORTS.names() == sorted(["eval", "finetune", "emt", "2x2", "continual", "survey", "tailor-study",
+    assert sorted(report_writers()) == sorted(["eval", "finetune", "emt", "2x2", "continual", "survey", "tailor-study",
                                       "tailor", "judge-validate"])

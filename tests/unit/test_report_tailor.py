@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from unforget.reports.base import detect_report_kind
-from unforget.reports.tailor import at_least, summarise_tailor, write_tailor_report
+from unforget.studies.report import detect_report_kind
+from unforget.studies.tailor import at_least, summarise_tailor, write_tailor_report
 
 CONFIG = """name: synthetic
 model: {name: tiny-test-model}
@@ -97,7 +97,7 @@ def rows(summary: dict, group: str) -> dict[str, dict]:
 
 
 def test_retention_and_reach_are_worked_out_per_dataset_and_pooled(run):
-    summary = summarise_tailor(run)
+    summary = summarise_tailor(run).to_dict()
     vqa = rows(summary, "vqa")
     assert list(vqa) == ["model-tailor-5pct", "model-tailor-10pct", "average"]  # config order, then sparsity
     assert vqa["model-tailor-10pct"]["retention"]["pooled"]["value"] == pytest.approx(1.0)
@@ -119,7 +119,7 @@ def test_retention_and_reach_are_worked_out_per_dataset_and_pooled(run):
 def test_caption_reach_uses_cider_and_undefined_shares_are_noted(run):
     from unforget.evaluation.captioning import cider_d_scores
 
-    summary = summarise_tailor(run)
+    summary = summarise_tailor(run).to_dict()
     row = rows(summary, "caption")["model-tailor-10pct"]
     assert not row["done"]
     exact = [refs[0] for refs in CAPTIONS]
@@ -133,7 +133,7 @@ def test_caption_reach_uses_cider_and_undefined_shares_are_noted(run):
 
 
 def test_headline_verdicts_at_the_largest_sparsity_within_the_bound(run):
-    claims = {(c["group"], c["id"]): c for c in summarise_tailor(run)["claims"]}
+    claims = {(c["group"], c["id"]): c for c in summarise_tailor(run).to_dict()["claims"]}
     keep, reach = claims[("vqa", "keep")], claims[("vqa", "reach")]
     assert keep["sparsity"] == 0.1 and keep["verdict"] == "held" and reach["verdict"] == "held"
     assert "100.0%" in keep["evidence"]

@@ -4,7 +4,7 @@ and "above chance" only where the interval's lower end clears chance."""
 import json
 from pathlib import Path
 
-from unforget.models.zoo.smol_llava_card import model_card
+from unforget.zoo.smol_llava.card import model_card
 
 COMMITTED = Path(__file__).resolve().parents[2] / "src" / "unforget" / "models" / "zoo" / "smol-llava"
 

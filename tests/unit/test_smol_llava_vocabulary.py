@@ -9,8 +9,8 @@ import torch
 from tests.tiny_models import stand_in_parts
 from unforget.data import load_dataset
 from unforget.models.zoo.smol_llava_assembly import AssemblySpec, assemble_llava
-from unforget.models.zoo.smol_llava_recipe import VocabularySettings, vocabulary_alignment, vocabulary_text
-from unforget.models.zoo.tiny_llava_recipe import _easy_vqa_descriptions
+from unforget.zoo.data import easy_vqa_descriptions as _easy_vqa_descriptions
+from unforget.zoo.smol_llava.vocabulary import VocabularySettings, vocabulary_alignment, vocabulary_text
 
 
 def test_the_words_that_name_an_image_leave_out_function_words():

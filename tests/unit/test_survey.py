@@ -32,12 +32,12 @@ def test_survey_runs_tiny_llava_to_a_report_and_resumes(tmp_path):
     # a second run finds the model done and rebuilds the same table from the folders only
     done = (out / "tiny-llava" / "DONE").stat().st_mtime
     assert run_survey(cfg) == out and (out / "tiny-llava" / "DONE").stat().st_mtime == done
-    assert survey_table(out, cfg.models, cfg.datasets) == table
+    assert survey_table(out, cfg.models, cfg.datasets).to_dict() == table
 
 
 def test_survey_report_is_detected_from_its_folder(tmp_path):
-    from unforget.reports.base import detect_report_kind
     from unforget.runs import RunDir
+    from unforget.studies.report import detect_report_kind
 
     run = RunDir(tmp_path / "s")
     run.write_config(SurveyConfig())

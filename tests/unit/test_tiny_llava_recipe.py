@@ -9,21 +9,12 @@ import torch
 
 from unforget.data import ImageDataset, Sample
 from unforget.models.build import LlavaShape
-from unforget.models.zoo.tiny_llava_recipe import (
-    ALIGN_QUESTION,
-    StageSettings,
-    TinyLlavaRecipe,
-    accepted_answers,
-    alignment_item,
-    build_tiny_llava,
-    class_phrases,
-    clip_tokenizer,
-    describe_objects,
-    eval_question,
-    instruction_item,
-    multi_positive_clip_loss,
-    normalise_answer,
-)
+from unforget.zoo.data import ALIGN_QUESTION, alignment_item, class_phrases, describe_objects, instruction_item
+from unforget.zoo.stages import StageSettings
+from unforget.zoo.tiny_llava.check import accepted_answers, eval_question, normalise_answer
+from unforget.zoo.tiny_llava.clip import clip_tokenizer, multi_positive_clip_loss
+from unforget.zoo.tiny_llava.config import TinyLlavaRecipe
+from unforget.zoo.tiny_llava.recipe import build_tiny_llava
 
 
 def test_normalise_answer():
@@ -164,7 +155,7 @@ def test_example_cache_matches_build_example():
     from unforget.models.build import build_llava
     from unforget.models.loading import LoadedModel
     from unforget.models.tokenizer import train_tokenizer
-    from unforget.models.zoo.tiny_llava_recipe import ExampleCache, Item, RecipeData, preprocess_pixels
+    from unforget.zoo.data import ExampleCache, Item, RecipeData, preprocess_pixels
     from unforget.training.examples import build_example
 
     rng = np.random.default_rng(0)

@@ -12,7 +12,9 @@ import torch
 from unforget.config import load_config, to_dict
 from unforget.models.config import ModelConfig
 from unforget.studies import continual, emt, tailor, twobytwo
-from unforget.studies.continual_strategies import STRATEGIES, Step
+from unforget.studies.emt import run as emt_run
+from unforget.studies.tailor import run as tailor_run
+from unforget.studies.continual.strategies import STRATEGIES, Step
 from unforget.training import trainer
 from unforget.training.config import (
     FinetuneConfig,
@@ -107,7 +109,10 @@ def built(monkeypatch):
     def fake_finetune(cfg, *args, **kwargs):
         raise _Built(cfg)
 
+    # every place a study looks finetune up: the trainer module, and the study modules that import the function
     monkeypatch.setattr(trainer, "finetune", fake_finetune)
+    monkeypatch.setattr(emt_run, "finetune", fake_finetune)
+    monkeypatch.setattr(tailor_run, "finetune", fake_finetune)
 
     def run(action) -> FinetuneConfig:
         with pytest.raises(_Built) as caught:
@@ -126,23 +131,24 @@ def _assert_settings_reach(cfg: FinetuneConfig, settings: TrainSettings) -> None
 def test_each_study_passes_every_setting_to_finetune(built, tmp_path: Path):
     changed = {k: v for k, v in CHANGED.items() if k not in ("split", "classes")}
     e = emt.EmtConfig(train=emt.EmtTrain(**changed))
-    ft = built(lambda: emt._run_arm(e, e.methods[0], 4, emt.RunDir(tmp_path / "emt"), e.eval, None, main=False))
+    ft = built(lambda: emt_run._run_arm(e, e.methods[0], 4, emt_run.RunDir(tmp_path / "emt"), e.eval, None,
+                                        main=False))
     _assert_settings_reach(ft, e.train)
     assert (ft.method, ft.seed, ft.epochs) == (e.methods[0].method, 4, e.train.epochs)
 
     s = twobytwo.TwoByTwoConfig(train=twobytwo.TwoByTwoTrain(**changed))
     spec = twobytwo.sweep_plan(s)[0]
-    ft = built(lambda: twobytwo._run_spec(s, spec, twobytwo.RunDir(tmp_path / "2x2"), s.eval, None))
+    ft = built(lambda: twobytwo.run._run_spec(s, spec, twobytwo.run.RunDir(tmp_path / "2x2"), s.eval, None))
     _assert_settings_reach(ft, s.train)
 
     c = continual.ContinualConfig(tasks=["digits"], train=continual.ContinualTrain(**changed))
     step = Step(0, tuple(c.tasks), tmp_path / "continual" / "naive" / "0-digits", continual.default_plan(c, 0))
     lm = type("LM", (), {"model": torch.nn.Linear(2, 2)})()
     naive = STRATEGIES.get("naive")
-    ft = built(lambda: continual._train_step(c, c.strategies[0], naive, naive.parse_options({}), step, lm, None))
+    ft = built(lambda: continual.run._train_step(c, c.strategies[0], naive, naive.parse_options({}), step, lm, None))
     _assert_settings_reach(ft, c.train)
 
     t = tailor.TailorStudyConfig(train=tailor.TailorTrain(**changed, seed=6))
-    ft = built(lambda: tailor._finetuned_checkpoint(t, t.targets[0], tmp_path / "tailor", None))
+    ft = built(lambda: tailor_run._finetuned_checkpoint(t, t.targets[0], tmp_path / "tailor", None))
     _assert_settings_reach(ft, t.train)
     assert ft.seed == 6

@@ -22,14 +22,7 @@ import pytest
 
 from unforget.config import from_dict, load_config
 from unforget.errors import ConfigError
-from unforget.reports.base import detect_report_kind
-from unforget.reports.twobytwo import (
-    cell_metrics,
-    pareto_front,
-    summarise_twobytwo,
-    sweep_grid,
-    write_twobytwo_report,
-)
+from unforget.studies.report import detect_report_kind
 from unforget.studies.twobytwo import (
     Cells,
     LogGrid,
@@ -37,8 +30,11 @@ from unforget.studies.twobytwo import (
     hybrid_plan,
     hybrid_probs,
     replay_counts_needed,
+    summarise_twobytwo,
     sweep_plan,
+    write_twobytwo_report,
 )
+from unforget.studies.twobytwo.summary import cell_metrics, pareto_front, sweep_grid
 
 CELLS = {"id_image_id_text": "T", "id_image_ood_text": "IO", "ood_image_id_text": "OI", "ood_image_ood_text": "OO"}
 ALL, NONE = range(20), range(0)
@@ -184,7 +180,7 @@ def test_sweep_grid_rows_methods_cols_lrs():
 
 
 def test_summary_numbers(run_dir):
-    s = summarise_twobytwo(run_dir)
+    s = summarise_twobytwo(run_dir).to_dict()
     runs = {r["name"]: r for r in s["runs"]}
     assert list(runs) == list(RUNS)  # config order: sweep by method then lr, then hybrid by ratio
     assert s["base"]["ood_image_id_text"]["value"] == 1.0
@@ -206,7 +202,7 @@ def test_summary_numbers(run_dir):
 
 
 def test_claims(run_dir):
-    claims = summarise_twobytwo(run_dir)["claims"]
+    claims = summarise_twobytwo(run_dir).to_dict()["claims"]
     by = {(c["id"], tuple(c["runs"])): c for c in claims}
     assert len(claims) == 3 + 1 + 1 + 3
     keep = by[("no-ood-image-forgetting", ("sweep/projector-lr0.0001-e1",))]
@@ -242,19 +238,19 @@ def test_report_files_and_detection(run_dir):
 
 def test_an_unfinished_run_is_noted(run_dir):
     (run_dir / "hybrid" / "r0.5" / "DONE").unlink()
-    notes = summarise_twobytwo(run_dir)["notes"]
+    notes = summarise_twobytwo(run_dir).to_dict()["notes"]
     assert notes == ["hybrid/r0.5: not finished (no DONE); its figures use the samples judged so far."]
 
 
 def test_records_are_matched_by_the_dataset_names_in_cells_json(run_dir):
-    before = summarise_twobytwo(run_dir)["runs"]
+    before = summarise_twobytwo(run_dir).to_dict()["runs"]
     # the cells loaded under other names than their references (e.g. jsonl:/x/test.jsonl -> "test")
     names = {ref: f"{ref}-name" for ref in CELLS.values()}
     for path in run_dir.rglob("samples.jsonl"):
         rows = [json.loads(line) for line in path.read_text().splitlines()]
         write_jsonl(path, [{**r, "dataset": names[r["dataset"]]} for r in rows])
     (run_dir / "cells.json").write_text(json.dumps({k: {"ref": ref, "dataset": names[ref]} for k, ref in CELLS.items()}))
-    assert summarise_twobytwo(run_dir)["runs"] == before
+    assert summarise_twobytwo(run_dir).to_dict()["runs"] == before
 
 
 def test_cells_from_files_of_one_name_stay_apart_and_one_reference_twice_is_rejected(tmp_path):
@@ -311,7 +307,7 @@ def probed_dir(run_dir: Path) -> Path:
 
 
 def test_probe_points_against_measured_forgetting(probed_dir):
-    probe = summarise_twobytwo(probed_dir)["probe"]
+    probe = summarise_twobytwo(probed_dir).to_dict()["probe"]
     points = {p["name"]: p for p in probe["points"]}
     assert list(points) == list(RUNS) and probe["missing"] == []
     p = points["sweep/projector-lr0.001-e1"]
@@ -343,8 +339,8 @@ def test_probe_section_and_plot(probed_dir):
 
 def test_probe_missing_for_a_run_and_absent_altogether(probed_dir, run_dir):
     (probed_dir / "hybrid" / "r0.5" / "probe.jsonl").unlink()
-    probe = summarise_twobytwo(probed_dir)["probe"]
+    probe = summarise_twobytwo(probed_dir).to_dict()["probe"]
     assert probe["missing"] == ["hybrid/r0.5"] and probe["correlation"]["ood_image"]["n"] == 4
     for path in probed_dir.rglob("probe.jsonl"):
         path.unlink()
-    assert summarise_twobytwo(probed_dir)["probe"] is None
+    assert summarise_twobytwo(probed_dir).to_dict()["probe"] is None

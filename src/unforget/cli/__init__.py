@@ -28,7 +28,7 @@ VERBS: dict[str, Verb] = {verb.name: verb for verb in (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ls.NamesParser(
         prog="unforget",
         description="Measure and mitigate catastrophic forgetting in multimodal LLMs.",
     )

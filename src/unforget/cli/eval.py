@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import config as unforget_config  # used as unforget_config.load_config: tests replace that function
-from ..errors import ConfigError
+from ..errors import ConfigError, UnforgetError
 from ..reports.names import display_names
 from ..runs import RunDir, read_manifest, write_manifest
 from .arguments import add_model_args, add_overwrite_arg, model_overrides, split_list
@@ -148,8 +148,13 @@ def _rejudge_study(folder: Path, base: dict[str, Any]) -> int:
         still = sum(result.still_unjudged.values())
         con.print(f"{label}: rejudged {result.touched} of {result.records} answers"
                   + (f", [yellow]{still} verdicts still missing[/]" if still else ""))
-    con.print(f"-> {outcome.report} report rewritten in {folder}" if outcome.report else
-              f"[yellow]{folder}: no known study kind; run `unforget report {folder} --kind NAME`[/]")
+    from ..studies.report import write_run_report  # start-up time: the study registries load torch
+
+    try:  # the study's summary and report, from the rewritten records
+        writer, _ = write_run_report(folder)
+        con.print(f"-> {writer.name} report rewritten in {folder}")
+    except UnforgetError:
+        con.print(f"[yellow]{folder}: no known study kind; run `unforget report {folder} --kind NAME`[/]")
     return report_unjudged(con, folder, sum(sum(r.still_unjudged.values()) for r in outcome.folders.values()))
 
 

@@ -29,7 +29,7 @@ def add_finetune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampling", choices=["stratified", "head"], help="how --limit draws (default stratified)")
     p.add_argument("--classes", help="comma list of class indices to keep (e.g. 0,1,2)")
     p.add_argument("--template", help="prompt template index, or round-robin")
-    p.add_argument("--method", help="projector | lora | full | partial (`unforget ls methods`)")
+    p.add_argument("--method", help="{methods} (`unforget ls methods`)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: the method's)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--max-steps", dest="max_steps", type=int, help="optimizer steps; overrides --epochs")
@@ -88,7 +88,6 @@ def finetune_base(args: argparse.Namespace) -> dict[str, Any]:
 def run_finetune(args: argparse.Namespace) -> int:
     # start-up time: these load torch, only once the verb runs
     from accelerate import PartialState
-
     from ..training.config import FinetuneConfig
     from ..training.trainer import finetune
 
@@ -119,5 +118,5 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 
 VERB = Verb("finetune",
-            "fine-tune an MLLM (projector, lora, full, partial); resumable; DDP under accelerate launch or torchrun",
+            "fine-tune an MLLM (`unforget ls methods`); resumable; DDP under accelerate launch or torchrun",
             add_finetune, run_finetune)

@@ -38,7 +38,7 @@ def add_judge(p: argparse.ArgumentParser) -> None:
     v.add_argument("--gold", required=True,
                    help="gold JSONL file, or a shipped one by name (digits = configs/judges/gold-digits.jsonl)")
     v.add_argument("--judges", "--judge", dest="judges", default=DEFAULT_JUDGES,
-                   help=f"comma list of judges (default {DEFAULT_JUDGES}; also llm, cascade)")
+                   help=f"comma list of judges: {{judges}} (default {DEFAULT_JUDGES})")
     v.add_argument("--dataset", help="dataset of lines that name none; lines of other datasets are left out")
     v.add_argument("--judge-option", dest="judge_options", action="append", default=[], metavar="JUDGE.KEY=VALUE",
                    help="a judge constructor option, e.g. embedding.threshold=0.6 or cascade.stages=[exact,embedding]"
@@ -81,11 +81,10 @@ def run_judge(args: argparse.Namespace) -> int:
     # start-up time: these load scipy and torch, only once the verb runs
     from ..evaluation.judges.validate import (build_available_judges, find_gold_file, gold_records, read_gold,
                                               validate_judges)
-    from ..runs.provenance import run_info
 
     names = split_list(args.judges) or []
     if not names:
-        raise ConfigError("--judges is empty: name at least one judge (exact, embedding, llm, cascade)")
+        raise ConfigError(f"--judges is empty: name at least one judge ({', '.join(JUDGES.names())})")
     options = parse_judge_options(args.judge_options)
     path = find_gold_file(args.gold)
     gold = read_gold(path, dataset=args.dataset)

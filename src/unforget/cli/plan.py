@@ -38,7 +38,7 @@ def _tflop(n: int | None) -> str:
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    from ..scale.planning import DEFAULT_TEXT_TOKENS, GIB, plan_study, study_hours  # start-up time: loads torch
+    from ..planning.study_plan import DEFAULT_TEXT_TOKENS, GIB, plan_study, study_hours  # start-up time: loads torch
 
     path = find_config(args.config)
     study = read_yaml(path)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from ..reports.base import write_run_report
+from ..studies.report import write_run_report
 from .console import console
 from .verb import Verb
 
 
 def add_report(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="a run folder: runs/emt/<name>, runs/eval/<name>, ...")
-    p.add_argument("--kind", help="the report to write (eval, finetune, emt, ...); default: the kind the folder's "
-                                  "run.json records (guessed from config.yaml for folders without one)")
+    p.add_argument("--kind", help="the report to write: {reports}, or a study's (`unforget ls studies`); default: "
+                                  "the kind the folder's run.json records (guessed from config.yaml for folders "
+                                  "without one)")
 
 
 def run_report(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from .verb import Verb
 
 
 def add_study(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", help="emt | 2x2 | continual | tailor | survey (`unforget ls studies`)")
+    p.add_argument("name", help="{studies} (`unforget ls studies`)")
     p.add_argument("-c", "--config", help="study YAML (e.g. emt/quickstart; `unforget config list`)")
     p.add_argument("--out", help="run folder (default runs/<study>/<name>); an existing one resumes when it holds "
                                  "the same study (run.json), and is refused otherwise")
@@ -45,5 +45,5 @@ def run_study(args: argparse.Namespace) -> int:
     return report_unjudged(con, out)  # 3 with the --rejudge command when verdicts are missing
 
 
-VERB = Verb("study", "run a whole study (emt, 2x2, continual, tailor, survey) to a run folder and report",
+VERB = Verb("study", "run a whole study (`unforget ls studies`) to a run folder and report",
             add_study, run_study)

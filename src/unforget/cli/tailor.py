@@ -35,7 +35,7 @@ def add_tailor(p: argparse.ArgumentParser) -> None:
                                    "one model); default: each model's fine-tuning data")
     p.add_argument("--calib-limit", dest="calib_limit", type=int, help="calibration samples per dataset (64)")
     p.add_argument("--calib-batch-size", dest="calib_batch_size", type=int, help="calibration batch size (4)")
-    p.add_argument("--method", help="model-tailor | magnitude | average | task-arithmetic | ties | dare")
+    p.add_argument("--method", help="{tailoring} (`unforget ls tailoring`)")
     p.add_argument("--sparsity", type=float, help="fraction of the considered weights taken from the fine-tuned "
                                                   "models (grafting methods; default 0.1)")
     p.add_argument("--modules", help="comma list of tensor-name patterns (default: language-model blocks and "

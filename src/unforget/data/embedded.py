@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import yaml
+from PIL import Image
 
 from ..errors import ConfigError, DataError
 from ..registry import did_you_mean
@@ -324,7 +325,7 @@ def colour_shapes(seed: int = 0, n_train: int = 6400, n_test: int = 1280, size: 
 )
 def digits(seed: int = 0, size: int = 32, test_fraction: float = 0.3) -> ImageDataset:
     """1,797 real 8x8 handwritten digits (scikit-learn), upscaled, light digit on a dark ground."""
-    from PIL import Image
+    # start-up time: scikit-learn (about a second) loads only when the digits set is built
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -658,6 +659,7 @@ def easy_vqa(
 ) -> ImageDataset:
     """easy-VQA: 64x64 images of one coloured shape with colour / shape / yes-no questions (random subsets)."""
     try:
+        # optional at run time: only this set needs easy_vqa; a missing one is a DataError saying how to install it
         import easy_vqa as package
     except ImportError:
         raise DataError("dataset 'easy-vqa' needs the easy_vqa package: pip install easy-vqa") from None

@@ -13,10 +13,11 @@ from ..errors import DataError
 from ..registry import Registry, did_you_mean
 from .types import DatasetLoader, ImageDataset
 
-# Named datasets (embedded or installed from packages): loader(**options) -> ImageDataset.
-DATASETS: Registry[DatasetLoader] = Registry("dataset", modules=("unforget.data.embedded", "unforget.data.text"))
-# On-disk formats: loader(path, **options) -> ImageDataset; used as "format:path".
-FORMATS: Registry[DatasetLoader] = Registry("dataset format", modules=("unforget.data.formats",))
+# Named datasets (embedded or installed from packages): loader(**options) -> ImageDataset, registered by the module
+# that builds them (embedded.py, text/); the first lookup imports every module of this package.
+DATASETS: Registry[DatasetLoader] = Registry("dataset", package="unforget.data")
+# On-disk formats: loader(path, **options) -> ImageDataset; used as "format:path". One module of formats/ each.
+FORMATS: Registry[DatasetLoader] = Registry("dataset format", package="unforget.data.formats")
 
 
 @dataclass(frozen=True)

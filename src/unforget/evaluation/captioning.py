@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
+from sacrebleu.metrics import BLEU
 
 from ..errors import DataError
 from ..stats import Estimate, bootstrap_interval, json_float
@@ -107,8 +108,6 @@ def cider_d_scores(candidates: Sequence[str], references: Sequence[Sequence[str]
 
 
 def _bleu_metric() -> Any:
-    from sacrebleu.metrics import BLEU
-
     return BLEU(tokenize="13a", smooth_method="exp", max_ngram_order=BLEU_MAX_N)
 
 

@@ -74,6 +74,7 @@ class ZeroShotClassifier:
     """A CLIPModel folder as a zero-shot classifier."""
 
     def __init__(self, folder: str, device: str = "cpu"):
+        # start-up time: transformers' model classes (about 2 s) load only when a CLIP folder is used
         from transformers import AutoProcessor, CLIPModel
 
         try:
@@ -148,6 +149,7 @@ def linear_probe_accuracy(lm: LoadedModel, ds: ImageDataset, *, train_split: str
     """Fit on ``train_limit`` samples of ``train_split``, score on the samples the MLLM answers (``limit`` of
     ``split``), both drawn as ``sampling`` says. Test classes with no training sample are named in a warning and
     in the result's ``untrained_classes``."""
+    # start-up time: scikit-learn loads only for the linear probe, not for every evaluation that imports this module
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler

@@ -17,9 +17,12 @@ from ..errors import BadSampleError, ConfigError
 from ..models.loading import LoadedModel, load_configured_model
 from ..runs import RunDir
 from ..runs.records import SampleRecord
+from ..scale import sharding  # looked up at each call (sharding.shard_records): a wrapper installed later applies
 from ..scale.batching import with_oom_backoff
+from . import ranking  # looked up at each call (ranking.rank_classes), as for sharding
 from .captioning import CaptionMetrics, caption_metrics, sample_references
 from .config import EvalConfig
+from .encoder import find_encoder, linear_probe_accuracy, zero_shot_accuracy
 from .generation import GenerationRequest, generate_answers
 from .judges.base import JUDGES, JudgeItem, Verdict, build_judges, judge_stats
 from .judges.exact import ExactJudge
@@ -90,13 +93,11 @@ def evaluate(
 
     Under ``accelerate launch`` / torchrun the samples are sharded over the processes (scale/sharding.py): each
     appends its own shard file, all score the gathered records, the main process merges the files."""
-    from ..scale.sharding import current_shard, merge_shards, shard_records, sum_stats
-
-    shard = current_shard()
+    shard = sharding.current_shard()
     lm = lm or load_configured_model(cfg.model)
     judges = build_judges(cfg.judges, cfg.judge_options)
     tag = tag or {}
-    previous = (run.samples() + shard_records(run)) if run else []
+    previous = (run.samples() + sharding.shard_records(run)) if run else []
     existing = [r for r in previous if all(r.get(k) == v for k, v in tag.items())]
     # no process appends before every process has read what is done: one that read late would take records
     # another just wrote for resumed ones, shard a shorter list differently and leave samples unevaluated
@@ -133,10 +134,10 @@ def evaluate(
             j.close()
     stats = judge_stats(judges)
     if shard.world > 1:
-        stats = sum_stats(shard.gather([stats]))
+        stats = sharding.sum_stats(shard.gather([stats]))
         shard.barrier()  # every shard file is complete and closed
         if run and shard.is_main:
-            merge_shards(run)
+            sharding.merge_shards(run)
         shard.barrier()
     return EvalResult(results, str(run.path) if run else None, stats, main_process=shard.is_main)
 
@@ -210,10 +211,8 @@ def _predict_and_judge(cfg, lm, ds, todo, judges, leak_sets, appender, tag, on_p
 
 def _rank(cfg: EvalConfig, lm: LoadedModel, ds: ImageDataset, loaded: Sequence[tuple[Sample, Any]],
           questions: Sequence[str]) -> list[dict]:
-    from .ranking import rank_classes
-
     return with_oom_backoff(
-        lambda b: rank_classes(lm, ds.class_names, [im for _, im in loaded], questions,
+        lambda b: ranking.rank_classes(lm, ds.class_names, [im for _, im in loaded], questions,
                                [ds.reference(s) for s, _ in loaded], batch_size=b, normalise=cfg.rank_normalise),
         cfg.batch_size)
 
@@ -284,8 +283,6 @@ def score_records(ds: ImageDataset, records: Sequence[dict], judge_names: Sequen
 
 def encoder_baselines(cfg: EvalConfig, lm: LoadedModel, ds: ImageDataset) -> dict[str, Any]:
     """EMT's comparison: the MLLM's own vision encoder as a zero-shot and a linear-probe classifier."""
-    from .encoder import find_encoder, linear_probe_accuracy, zero_shot_accuracy
-
     out: dict[str, Any] = {}
     if "zero-shot" in cfg.baselines:
         encoder = find_encoder(lm, cfg.encoder)

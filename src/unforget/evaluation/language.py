@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+import torch
 
+from ..data import load_dataset
+from ..data.sampling import SamplingStrategy, select_split
+from ..data.text import heldout_texts
 from ..errors import DataError
+from ..models.loading import LoadedModel
+from ..models.prompting import build_prompt
 from ..stats import Estimate, bootstrap_interval
-
-if TYPE_CHECKING:
-    from ..data.sampling import SamplingStrategy
-    from ..models.loading import LoadedModel
 
 TEXT_DATASET = "text"
 N_RESAMPLES = 2000
@@ -172,8 +174,6 @@ def language_change(before: LanguageItems, after: LanguageItems, confidence: flo
 def _item_nll(lm: LoadedModel, pairs: Sequence[tuple[str, str]], batch_size: int) -> list[tuple[float, int]]:
     """Per pair: the summed negative log-likelihood of ``completion`` after its ``prefix`` (raw text), and the
     number of completion tokens scored."""
-    import torch
-
     tok = lm.tokenizer
     out: list[tuple[float, int]] = []
     with torch.inference_mode():
@@ -206,11 +206,6 @@ def language_items(lm: LoadedModel, *, dataset: str = TEXT_DATASET, limit: int |
     through the chat template, and each held-out text after the tokenizer's BOS. ``limit`` prompts are drawn as
     ``sampling`` says (a text set has no classes: a seeded uniform sample, the same for every model, which is what
     the paired comparison with the base model needs; ``head``: the first N)."""
-    from ..data import load_dataset
-    from ..data.sampling import select_split
-    from ..data.text import heldout_texts
-    from ..models.prompting import build_prompt
-
     ds = load_dataset(dataset)
     samples, _ = select_split(ds, "test", limit, strategy=sampling, seed=seed)
     pairs = [(build_prompt(lm, s.question, with_image=False), ds.reference(s)) for s in samples]

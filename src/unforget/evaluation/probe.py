@@ -26,13 +26,18 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import save as save_safetensors
 
+from ..data import load_dataset
 from ..data.sampling import SamplingStrategy, select_split
 from ..errors import BadSampleError, DataError
 from ..models.loading import LoadedModel
 from ..models.prompting import build_prompt, encode_batch
+from ..runs import atomic_write_bytes
 from ..stats import Estimate, bootstrap_interval
 from .config import ProbeConfig
+from .ranking import TREE_FAMILIES, candidate_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +107,6 @@ def label_mass(logp: torch.Tensor, token_ids: Sequence[int]) -> torch.Tensor:
 
 def label_token_ids(lm: LoadedModel, class_names: Sequence[str]) -> list[int]:
     """The first token the model would emit for each class name (the convention of rank mode), deduplicated."""
-    from .ranking import candidate_token_ids
-
     firsts = [seq[0] for seq in candidate_token_ids(lm, list(class_names), with_end=False) if seq]
     return sorted(set(firsts))
 
@@ -121,8 +124,6 @@ def probe_samples(datasets: Sequence[str], split: str, limit: int, template: int
     """The fixed probe set: ``limit`` samples of each dataset's split drawn as ``sampling`` says (caption sets
     included: the probe needs no reference); an unreadable one is left out with a warning, not replaced, so the
     set stays the one the seed names."""
-    from ..data import load_dataset
-
     out: list[ProbeSample] = []
     for ref in datasets:
         ds = load_dataset(ref)
@@ -159,8 +160,6 @@ def next_token_logprobs(lm: LoadedModel, samples: Sequence[ProbeSample], batch_s
 
 
 def _last_logits(lm: LoadedModel, enc: dict[str, Any]) -> torch.Tensor:
-    from .ranking import TREE_FAMILIES
-
     extra: dict[str, Any] = {}
     if lm.family in TREE_FAMILIES:
         # positions counted from each row's first real token, as generate() does: a row's distribution must not
@@ -178,17 +177,11 @@ def _last_logits(lm: LoadedModel, enc: dict[str, Any]) -> torch.Tensor:
 
 def save_base(path: str | Path, logp: torch.Tensor, keys: Sequence[str], meta: dict[str, str]) -> None:
     """The base distributions as safetensors: tensor ``logprobs`` (N, V); the sample keys in the metadata."""
-    from safetensors.torch import save
-
-    from ..runs import atomic_write_bytes
-
     metadata = {"format": FORMAT_VERSION, "keys": json.dumps(list(keys)), **{k: str(v) for k, v in meta.items()}}
-    atomic_write_bytes(path, save({"logprobs": logp.float().contiguous()}, metadata=metadata))
+    atomic_write_bytes(path, save_safetensors({"logprobs": logp.float().contiguous()}, metadata=metadata))
 
 
 def load_base(path: str | Path) -> tuple[torch.Tensor, list[str], dict[str, str]]:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = dict(fh.metadata() or {})
@@ -236,8 +229,6 @@ class ForgettingProbe:
     def _label_tokens(self, lm: LoadedModel) -> list[int]:
         if self.label_set is None:
             return []
-        from ..data import load_dataset
-
         names = load_dataset(self.label_set).class_names
         if not names:
             log.warning("probe: label set '%s' has no class names; no label mass", self.label_set)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ..config import read_yaml
 from ..data import ImageDataset, load_dataset
 from ..errors import DataError, UnforgetError
 from ..runs import RunDir, read_jsonl
@@ -158,10 +159,9 @@ TAG_KEYS = ("epoch", "step")  # what the studies tag their records with: one eva
 @dataclass
 class StudyRejudgeResult:
     folders: dict[str, RejudgeResult]  # evaluation folder (relative to the study) -> what its rejudge did
-    report: str | None  # the study report written again (its kind), None when the kind is not recognised
 
     def to_dict(self) -> dict[str, Any]:
-        return {"folders": {k: v.to_dict() for k, v in self.folders.items()}, "report": self.report}
+        return {"folders": {k: v.to_dict() for k, v in self.folders.items()}}
 
 
 def evaluation_folders(study: Path) -> list[Path]:
@@ -179,11 +179,9 @@ def study_refs(config: dict[str, Any]) -> list[str]:
 def rejudge_study(study: str | Path, judges: Sequence[str] | None = None,
                   judge_options: dict[str, dict[str, Any]] | None = None,
                   progress: ProgressFn | None = None) -> StudyRejudgeResult:
-    """Rejudge every evaluation folder of a study with ``judges`` (default: the study's eval.judges), recompute each
-    folder's metrics.json and write the study's summary and report again from the rewritten records."""
-    from ..config import read_yaml
-    from ..reports.base import detect_report_kind
-
+    """Rejudge every evaluation folder of a study with ``judges`` (default: the study's eval.judges) and recompute
+    each folder's metrics.json; the caller writes the study's summary and report again from the rewritten records
+    (`unforget eval --rejudge` does)."""
     study = Path(study)
     if not (study / "config.yaml").is_file():
         raise DataError(f"{study} has no config.yaml: not a study folder (`unforget study ...` writes one)")
@@ -214,13 +212,7 @@ def rejudge_study(study: str | Path, judges: Sequence[str] | None = None,
     finally:
         for j in built:
             j.close()
-    try:
-        kind = detect_report_kind(study)
-    except UnforgetError:
-        kind = None
-    if kind is not None:
-        kind.write(study)
-    return StudyRejudgeResult(done, kind.name if kind is not None else None)
+    return StudyRejudgeResult(done)
 
 
 def score_points(records: Sequence[dict[str, Any]], judge_names: Sequence[str], datasets: dict[str, ImageDataset],

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from typing import Any
+
+import torch
+# transformers is imported as a module and its classes looked up where they are used: the package loads a class
+# on first access, and listing the zoo imports this module (start-up time: the LLaVA classes take seconds to load)
+import transformers
 
 from .tokenizer import CHAT_TEMPLATE, IMAGE_TOKEN
 
@@ -30,9 +36,7 @@ class LlavaShape:
 
 
 def llava_config(shape: LlavaShape, vocab_size: int, image_token_id: int, pad_token_id: int | None = None) -> Any:
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
-
-    vision = CLIPVisionConfig(
+    vision = transformers.CLIPVisionConfig(
         hidden_size=shape.vision_hidden,
         intermediate_size=shape.vision_intermediate,
         num_hidden_layers=shape.vision_layers,
@@ -42,7 +46,7 @@ def llava_config(shape: LlavaShape, vocab_size: int, image_token_id: int, pad_to
         projection_dim=shape.projection_dim,
         hidden_act="quick_gelu",
     )
-    text = LlamaConfig(
+    text = transformers.LlamaConfig(
         hidden_size=shape.text_hidden,
         intermediate_size=shape.text_intermediate,
         num_hidden_layers=shape.text_layers,
@@ -53,7 +57,7 @@ def llava_config(shape: LlavaShape, vocab_size: int, image_token_id: int, pad_to
         pad_token_id=pad_token_id,
         tie_word_embeddings=False,
     )
-    return LlavaConfig(
+    return transformers.LlavaConfig(
         vision_config=vision,
         text_config=text,
         image_token_id=image_token_id,
@@ -64,15 +68,13 @@ def llava_config(shape: LlavaShape, vocab_size: int, image_token_id: int, pad_to
 
 
 def llava_processor(tokenizer: Any, shape: LlavaShape) -> Any:
-    from transformers import LlavaProcessor
-
     image_processor = _clip_image_processor_class()(
         size={"shortest_edge": shape.image_size},
         crop_size={"height": shape.image_size, "width": shape.image_size},
         do_center_crop=True,
         do_convert_rgb=True,
     )
-    return LlavaProcessor(
+    return transformers.LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
         patch_size=shape.patch_size,
@@ -85,10 +87,6 @@ def llava_processor(tokenizer: Any, shape: LlavaShape) -> Any:
 
 def _clip_image_processor_class() -> Any:
     """The torchvision-backed processor when torchvision is installed, else the PIL one (same output)."""
-    import importlib.util
-
-    import transformers
-
     if importlib.util.find_spec("torchvision") is None and hasattr(transformers, "CLIPImageProcessorPil"):
         return transformers.CLIPImageProcessorPil
     return transformers.CLIPImageProcessor
@@ -96,13 +94,10 @@ def _clip_image_processor_class() -> Any:
 
 def build_llava(tokenizer: Any, shape: LlavaShape, *, seed: int = 0) -> tuple[Any, Any]:
     """A randomly initialised LlavaForConditionalGeneration and its processor."""
-    import torch
-    from transformers import LlavaForConditionalGeneration
-
     image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     config = llava_config(shape, shape.vocab_size or len(tokenizer), image_token_id, tokenizer.pad_token_id)
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config)
+    model = transformers.LlavaForConditionalGeneration(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model, llava_processor(tokenizer, shape)

@@ -22,6 +22,9 @@ from typing import Any
 
 import numpy as np
 import torch
+# transformers is imported as a module and its classes looked up where they are used: the package loads a class
+# on first access, and listing the zoo imports this module (start-up time: via zoo/smol_llava.py)
+import transformers
 
 from ..errors import ModelLoadError
 
@@ -75,12 +78,10 @@ def require_module(name: str, pip_name: str | None = None) -> None:
 
 def load_gguf_causal_lm(gguf_path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
     """(LlamaForCausalLM, tokenizer) dequantised from a GGUF file; the tokenizer keeps the file's chat template."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     require_module("gguf")
     path = Path(gguf_path)
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
     return model.eval(), tokenizer
 
 
@@ -92,15 +93,13 @@ _MATMUL = re.compile(r"/backbone/encoder/layer\.(\d+)/(attention/attention/(?:qu
 
 def dinov2_config_from_onnx(weights: dict[str, np.ndarray]) -> Any:
     """A Dinov2Config with the sizes the ONNX weights have (hidden, layers, patch, MLP width)."""
-    from transformers import Dinov2Config
-
     hidden = weights["backbone.embeddings.cls_token"].shape[-1]
     patch = weights["backbone.embeddings.patch_embeddings.projection.weight"].shape[-1]
     layers = 1 + max(int(m.group(1)) for k in weights if (m := re.match(r"backbone\.encoder\.layer\.(\d+)\.", k)))
     mlp = weights["backbone.encoder.layer.0.mlp.fc1.bias"].shape[0]
     positions = weights["_position_embeddings"].shape[1] - 1
     grid = int(round(positions ** 0.5))
-    return Dinov2Config(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=max(1, hidden // 64),
+    return transformers.Dinov2Config(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=max(1, hidden // 64),
                         mlp_ratio=mlp // hidden, patch_size=patch, image_size=grid * patch, layer_norm_eps=1e-6,
                         layerscale_value=1.0, use_swiglu_ffn=False, qkv_bias=True)
 
@@ -110,6 +109,7 @@ def onnx_backbone_weights(onnx_path: str | Path) -> dict[str, np.ndarray]:
     (the class and patch position embeddings, which the graph stores as two constants), linear weights transposed
     back to (out, in)."""
     require_module("onnx")
+    # optional dependency: onnx (the smol parts), checked just above
     import onnx
     from onnx import numpy_helper
 
@@ -151,11 +151,9 @@ def _dinov2_name(name: str, expected: set[str]) -> str:
 
 def dinov2_from_onnx(onnx_path: str | Path) -> Any:
     """The ONNX graph's DINOv2 backbone as a transformers ``Dinov2Model`` (eval mode, float32)."""
-    from transformers import Dinov2Model
-
     weights = onnx_backbone_weights(onnx_path)
     config = dinov2_config_from_onnx(weights)
-    model = Dinov2Model(config).eval()
+    model = transformers.Dinov2Model(config).eval()
     state = {"embeddings.position_embeddings": weights.pop("_position_embeddings")}
     state.update({k.removeprefix("backbone."): v for k, v in weights.items()})
     expected = set(model.state_dict())
@@ -177,6 +175,7 @@ def onnx_backbone_output(onnx_path: str | Path, pixels: np.ndarray) -> np.ndarra
     the tensor that the layernorm's bias is added into."""
     require_module("onnx")
     require_module("onnxruntime")
+    # optional dependencies: onnx and onnxruntime (the smol parts), checked just above
     import onnx
     import onnxruntime as ort
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import snapshot_download
+
 from ..errors import ModelLoadError
 from ..registry import did_you_mean
 from ..runs.fingerprint import weights_fingerprint
@@ -35,10 +37,8 @@ def check_model_name(name: str, *, what: str = "model") -> None:
 def _hub_snapshot(name: str) -> Path | None:
     """The local snapshot of a hub id when it is in the Hugging Face cache (no network)."""
     try:
-        from huggingface_hub import snapshot_download
-
         return Path(snapshot_download(name, local_files_only=True))
-    except Exception:  # noqa: BLE001 - not cached (or no hub library): the id alone is the identity
+    except Exception:  # noqa: BLE001 - not cached: the id alone is the identity
         return None
 
 

@@ -6,6 +6,7 @@ processor's own chat template. The embedded default (``tiny-llava``) is an ordin
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -13,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+# transformers is imported as a module and its classes looked up where they are used: the package loads a class on
+# first access (start-up time: the Auto classes take seconds to load, and many modules import this one)
+import transformers
 
 from ..errors import ModelLoadError
 from .config import ModelConfig
@@ -134,13 +138,11 @@ def load_model(
     """Load model + processor. ``device_map="auto"`` spreads a model larger than one device (accelerate);
     ``attn_implementation`` is "eager", "sdpa" or "flash_attention_2" (when installed). ``adapter`` is a peft
     adapter folder applied on top (kept unmerged)."""
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
-
     path = resolve_model_path(name_or_path)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         if Path(path).exists():
             raise ModelLoadError(f"{path}: cannot read config.json: {exc}") from exc
@@ -158,8 +160,8 @@ def load_model(
         _refuse_pickle_only(Path(path))
         kwargs["use_safetensors"] = True
     try:
-        processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
-        model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+        processor = transformers.AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = transformers.AutoModelForImageTextToText.from_pretrained(path, **kwargs)
     except ModelLoadError:
         raise
     except (OSError, ValueError, ImportError) as exc:
@@ -196,9 +198,7 @@ def _refuse_pickle_only(path: Path) -> None:
 
 def load_adapter(model: Any, adapter: str) -> Any:
     """Attach a peft adapter; an adapter trained on another base model is refused with a clear error."""
-    import json
-
-    from peft import PeftModel
+    from peft import PeftModel  # start-up time: peft takes seconds to import, only to apply an adapter
 
     cfg_path = Path(adapter) / "adapter_config.json"
     if not cfg_path.is_file():

@@ -114,6 +114,7 @@ def write_report(report: Report, folder: str | Path) -> ReportFiles:
     PNGs left in ``plots/`` by an earlier report that this one no longer has are removed, so the folder always
     matches the page.
     """
+    # html and markdown render this module's document types, so they import it: imported here, where both are done
     from .html import render_html
     from .markdown import render_markdown
 

@@ -186,5 +186,4 @@ def is_eval_run(run_dir: Path, config: dict[str, Any]) -> bool:
     return "datasets" in config and "mode" in config and "train" not in config
 
 
-REPORTS.register("eval", ReportKind("eval", write_eval_report, is_eval_run, "an `unforget eval` run"),
-                 description="eval run: metrics table and confusion matrices")
+REPORTS.register(ReportKind("eval", write_eval_report, is_eval_run, "eval run: metrics table and confusion matrices"))

@@ -290,6 +290,6 @@ def is_finetune_run(run_dir: Path, config: dict[str, Any]) -> bool:
     return "method" in config and "data" in config and "datasets" not in config and "finetuned" not in config
 
 
-REPORTS.register("finetune", ReportKind("finetune", write_finetune_report, is_finetune_run,
-                                        "an `unforget finetune` run (or a study's fine-tuning sub-run)"),
-                 description="fine-tuning run: loss curve, checkpoints, evaluations during training")
+REPORTS.register(ReportKind(
+    "finetune", write_finetune_report, is_finetune_run,
+    "fine-tuning run: loss curve, checkpoints, evaluations during training"))

@@ -118,6 +118,6 @@ def is_judge_validation(run_dir: Path, config: dict[str, Any]) -> bool:
     return isinstance(doc, dict) and "gold" in doc and "judges" in doc and "human_correct" in doc
 
 
-REPORTS.register("judge-validate", ReportKind("judge-validate", write_judge_validation_report, is_judge_validation,
-                                              "an `unforget judge validate` run"),
-                 description="judge validation: accuracy and kappa of each judge against human verdicts")
+REPORTS.register(ReportKind(
+    "judge-validate", write_judge_validation_report, is_judge_validation,
+    "judge validation: accuracy and kappa of each judge against human verdicts"))

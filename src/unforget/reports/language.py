@@ -1,10 +1,10 @@
-"""Judge-free language scores in the study reports: language.jsonl rows -> answer log-likelihood and held-out
-perplexity with bootstrap intervals, their change from the base model (paired on the same items), and a sentence
-saying whether the text answers degraded.
+"""Judge-free language scores in the study reports: the language.jsonl rows of a run folder, whether a change from
+the base model is worse or better, and a sentence saying whether the text answers degraded.
 
-Summary parts (``language_row``, ``language_point``, ``change_verdicts``, ``change_sentence``) are pure; the page
-parts (``language_panels``, ``language_table_rows``) turn the summary's points into a figure and table rows. Used by
-the EMT and 2x2 reports; the rows are written by :mod:`unforget.studies.language_scores`.
+The points (answer log-likelihood and held-out perplexity with bootstrap intervals, their change from the base model,
+paired on the same items) are computed study-side by :func:`unforget.studies.language_scores.language_point`, which
+also writes the rows; this module reads and renders them: ``language_row``, ``change_verdicts``, ``change_sentence``,
+and the page parts ``language_panels`` and ``language_table_cells``. Used by the EMT and 2x2 reports.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
-from ..evaluation.language import LanguageItems, language_change, language_estimates
 from ..runs import read_jsonl
+from .document import format_estimate
+from .plots import LinePanel, Series
 
 LANGUAGE_FILE = "language.jsonl"
 ChangeVerdict = Literal["worse", "better", "no change shown"]
@@ -29,20 +30,6 @@ def language_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
     """What metrics.json keeps of a row: the scores with their intervals, without the per-item values."""
     return {"dataset": row.get("dataset"), "n_answers": row.get("n_answers"),
             "n_heldout_tokens": row.get("n_heldout_tokens"), **(row.get("estimates") or {})}
-
-
-def language_point(row: Mapping[str, Any], base_row: Mapping[str, Any] | None, confidence: float,
-                   accuracy: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One evaluation point: both scores with intervals recomputed from the row's items at ``confidence``, and their
-    change from ``base_row`` (None for the base model itself or without a base row). ``accuracy``: the judged
-    accuracy on the text set at the same point (a Wilson estimate dict), carried along for the tables."""
-    items = LanguageItems.from_dict(row["items"])
-    est = language_estimates(items, confidence)
-    change = None
-    if base_row is not None and base_row is not row and int(row.get("epoch", 0)) != 0:
-        change = language_change(LanguageItems.from_dict(base_row["items"]), items, confidence).to_dict()
-    return {"epoch": int(row.get("epoch", 0)), "dataset": row.get("dataset"), "n_answers": len(items.answer_ids),
-            "n_heldout_tokens": sum(items.heldout_tokens), "accuracy": accuracy, **est.to_dict(), "change": change}
 
 
 def change_verdict(change: Mapping[str, Any] | None, worse_when: Literal["up", "down"]) -> ChangeVerdict:
@@ -64,8 +51,6 @@ def change_verdicts(point: Mapping[str, Any]) -> dict[str, ChangeVerdict]:
 
 
 def _signed_estimate(e: Mapping[str, Any] | None) -> str:
-    from .document import format_estimate
-
     if not e or e.get("value") is None:
         return "-"
     text = format_estimate(e)
@@ -75,8 +60,6 @@ def _signed_estimate(e: Mapping[str, Any] | None) -> str:
 def change_sentence(who: str, point: Mapping[str, Any], base: Mapping[str, Any], confidence: float) -> str:
     """One sentence with the numbers: ``who``'s scores against the base model's and whether the text answers
     degraded (a change counts when its ``confidence`` paired bootstrap interval excludes 0)."""
-    from .document import format_estimate
-
     change = point.get("change") or {}
     verdicts = change_verdicts(point)
     ppl, ll = change.get("heldout_perplexity"), change.get("answer_logprob")
@@ -109,11 +92,9 @@ def change_sentence(who: str, point: Mapping[str, Any], base: Mapping[str, Any],
 # ------------------------------------------------------------------------------------------------ page parts
 
 
-def language_panels(curves: Mapping[str, Sequence[Mapping[str, Any]]], label_of: Mapping[str, str]) -> list[Any]:
+def language_panels(curves: Mapping[str, Sequence[Mapping[str, Any]]], label_of: Mapping[str, str]) -> list[LinePanel]:
     """Two LinePanels against epoch: held-out perplexity and answer log-likelihood, one series per curve, with
     their bootstrap intervals as error bars."""
-    from .plots import LinePanel, Series
-
     panels = [LinePanel("held-out perplexity", [], ylabel="perplexity", xlabel="epoch", integer_x=True),
               LinePanel("text-set answers", [], ylabel="log-likelihood, nats/token", xlabel="epoch", integer_x=True)]
     for key, panel in zip(("heldout_perplexity", "answer_logprob"), panels):
@@ -132,8 +113,6 @@ LANGUAGE_COLUMNS = ["text accuracy", "answer log-likelihood", "held-out perplexi
 
 def language_table_cells(point: Mapping[str, Any]) -> list[str]:
     """The LANGUAGE_COLUMNS cells of one point (changes are after - base; "-" for the base model itself)."""
-    from .document import format_estimate
-
     change = point.get("change") or {}
     return [format_estimate(point.get("accuracy")), format_estimate(point["answer_logprob"]),
             format_estimate(point["heldout_perplexity"], 2), _signed_estimate(change.get("answer_logprob")),

@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # reports are written on headless machines
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 DPI = 110
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
@@ -153,8 +155,6 @@ def line_plot(panels: Sequence[LinePanel], *, title: str = "", ncols: int | None
         if not any(not math.isnan(_nan(y)) for s in panel.series for y in s.y):
             ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="#888888")
         if panel.integer_x:
-            from matplotlib.ticker import MaxNLocator
-
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
         ax.tick_params(labelsize=8)
@@ -186,8 +186,6 @@ def heatmap(panels: Sequence[HeatmapPanel], *, title: str = "", vmin: float | No
     """Annotated heatmaps side by side, sharing one colour scale (``vmin``/``vmax``; None: from the data)."""
     if not panels:
         raise ValueError("heatmap needs at least one panel")
-    import numpy as np
-
     ncols = ncols or min(2, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     biggest = max(max(len(p.row_labels), len(p.col_labels)) for p in panels)

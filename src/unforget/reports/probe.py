@@ -11,8 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from scipy.stats import spearmanr
+
 from ..runs import read_jsonl
 from ..stats import json_float
+from .document import format_number, format_p
+from .plots import LinePanel, Series
 
 PROBE_FILE = "probe.jsonl"
 
@@ -35,8 +39,6 @@ def rank_correlation(points: Sequence[dict[str, Any]], x: str = "kl", y: str = "
                      unit: str = "(method, epoch)") -> dict[str, Any]:
     """Spearman's rho and its p-value (scipy.stats.spearmanr) between ``point[x]`` and ``point[y]``; points missing
     either are left out. ``unit`` names what a point is, for the reason when rho cannot be computed."""
-    from scipy.stats import spearmanr
-
     kept = [p for p in points if p.get(x) is not None and p.get(y) is not None]
     xs, ys = [p[x] for p in kept], [p[y] for p in kept]
     out: dict[str, Any] = {"method": "spearman", "x": x, "y": y, "n": len(kept), "rho": None, "p_value": None,
@@ -56,8 +58,6 @@ def rank_correlation(points: Sequence[dict[str, Any]], x: str = "kl", y: str = "
 
 def correlation_sentence(corr: dict[str, Any], what: str, unit: str) -> str:
     """One sentence: rho and p over ``corr['n']`` ``unit`` points, or why it was not computed."""
-    from .document import format_number, format_p
-
     if corr.get("rho") is None:
         return f"Spearman's rank correlation between {what}: not computed ({corr.get('why_none')})."
     return (f"Spearman's rank correlation between {what} over {corr['n']} {unit} points: "
@@ -65,10 +65,8 @@ def correlation_sentence(corr: dict[str, Any], what: str, unit: str) -> str:
 
 
 def scatter_panel(title: str, points: Sequence[dict[str, Any]], x: str, y: str, group: str,
-                  xlabel: str = "KL(base || current), nats", ylabel: str = "forgetting") -> Any:
+                  xlabel: str = "KL(base || current), nats", ylabel: str = "forgetting") -> LinePanel:
     """A LinePanel of unconnected markers, one series per ``point[group]`` (points missing x or y left out)."""
-    from .plots import LinePanel, Series
-
     panel = LinePanel(title, [], ylabel=ylabel, xlabel=xlabel)
     for label in dict.fromkeys(str(p[group]) for p in points):
         mine = [p for p in points if str(p[group]) == label and p.get(x) is not None and p.get(y) is not None]

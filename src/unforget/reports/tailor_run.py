@@ -183,6 +183,6 @@ def is_tailor_run(run_dir: Path, config: dict[str, Any]) -> bool:
     return "finetuned" in config and "method" in config and "base" in config and "targets" not in config
 
 
-REPORTS.register("tailor", ReportKind("tailor", write_tailor_run_report, is_tailor_run,
-                                      "an `unforget tailor` run"),
-                 description="tailoring run: method, sparsity, changed share, per-module statistics")
+REPORTS.register(ReportKind(
+    "tailor", write_tailor_run_report, is_tailor_run,
+    "tailoring run: method, sparsity, changed share, per-module statistics"))

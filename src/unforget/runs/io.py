@@ -69,7 +69,7 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 
 def _json_default(obj: Any) -> Any:
-    import numpy as np
+    import numpy as np  # start-up time: the CLI imports runs; numpy loads only when a run writes a numpy value
 
     if isinstance(obj, np.bool_):
         return bool(obj)

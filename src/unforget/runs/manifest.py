@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import hashlib
+import json
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .. import __version__
 from ..errors import ConfigError
 from .io import RunDir, atomic_write_json, read_json, strict_json
 from .layout import CONFIG, MANIFEST
@@ -64,8 +67,6 @@ def git_sha() -> str | None:
 
 def new_manifest(kind: str, identity: Mapping[str, Any], *, parent: str | None = None,
                  extra: Mapping[str, Any] | None = None) -> RunManifest:
-    from .. import __version__
-
     return RunManifest(kind=kind, identity=strict_json(dict(identity)), unforget_version=__version__,
                        git_sha=git_sha(), created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                        parent=parent, extra=strict_json(dict(extra or {})))
@@ -176,9 +177,6 @@ def ensure_manifest(folder: str | Path, kind: str, identity: Mapping[str, Any], 
 
 
 def identity_digest(identity: Mapping[str, Any]) -> str:
-    import hashlib
-    import json
-
     return hashlib.sha256(json.dumps(strict_json(dict(identity)), sort_keys=True).encode()).hexdigest()
 
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from typing import Callable, TypeVar
 
+from accelerate.utils import find_executable_batch_size
+
 R = TypeVar("R")
 
 
 def with_oom_backoff(run: Callable[[int], R], batch_size: int) -> R:
     """``run(batch_size)``; on out-of-memory, again with a smaller batch until one fits. ``run`` must be safe to
     repeat: it is called again from the start with the smaller batch."""
-    from accelerate.utils import find_executable_batch_size
-
     @find_executable_batch_size(starting_batch_size=batch_size)
     def attempt(size: int) -> R:
         return run(size)

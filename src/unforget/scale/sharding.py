@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
 import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
 
 from ..runs import RunDir, read_jsonl
 
@@ -48,14 +50,10 @@ class Shard:
         """Every process's ``records``, rank 0's first (all processes receive all)."""
         if self.world == 1:
             return list(records)
-        from accelerate.utils import gather_object
-
         return gather_object(records)
 
     def barrier(self) -> None:
         if self.world > 1:
-            from accelerate import PartialState
-
             PartialState().wait_for_everyone()
 
 
@@ -68,8 +66,6 @@ def current_shard() -> Shard:
     Starts the process group (gloo on CPU, nccl on GPUs) when the launcher has not yet."""
     if launched_world_size() <= 1:
         return Shard()
-    from accelerate import PartialState
-
     state = PartialState(cpu=not torch.cuda.is_available())
     return Shard(state.process_index, state.num_processes)
 
@@ -78,8 +74,6 @@ def process_device(device: str | None) -> str | None:
     """Under a launcher each process has its own GPU: ``cuda`` / ``auto`` become ``cuda:<local rank>``."""
     if launched_world_size() <= 1 or not torch.cuda.is_available() or device not in (None, "auto", "cuda"):
         return device
-    from accelerate import PartialState
-
     return str(PartialState().device)
 
 

@@ -1,14 +1,14 @@
 """Judge-free language scores inside a study: one language.jsonl row per evaluation point (epoch, run), measured
 when a "text" set is among the evaluated datasets and ``language.enabled``, written once so that a resumed study
 reads it back instead of measuring again. The row keeps the per-item values, so the report recomputes intervals
-and pairs every point with the base model on the same items."""
+and pairs every point with the base model on the same items (:func:`language_point`)."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from ..evaluation.config import LanguageConfig
-from ..evaluation.language import language_estimates, language_items
+from ..evaluation.language import LanguageItems, language_change, language_estimates, language_items
 from ..models.loading import LoadedModel
 from ..reports.language import LANGUAGE_FILE, language_metrics, language_row
 from ..runs import RunDir
@@ -39,3 +39,17 @@ def record_language(config: LanguageConfig, dataset: str | None, lm: LoadedModel
     with run.appender(LANGUAGE_FILE) as app:
         app.write(row)
     return language_metrics(row)
+
+
+def language_point(row: Mapping[str, Any], base_row: Mapping[str, Any] | None, confidence: float,
+                   accuracy: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One evaluation point: both scores with intervals recomputed from the row's items at ``confidence``, and their
+    change from ``base_row`` (None for the base model itself or without a base row). ``accuracy``: the judged
+    accuracy on the text set at the same point (a Wilson estimate dict), carried along for the tables."""
+    items = LanguageItems.from_dict(row["items"])
+    est = language_estimates(items, confidence)
+    change = None
+    if base_row is not None and base_row is not row and int(row.get("epoch", 0)) != 0:
+        change = language_change(LanguageItems.from_dict(base_row["items"]), items, confidence).to_dict()
+    return {"epoch": int(row.get("epoch", 0)), "dataset": row.get("dataset"), "n_answers": len(items.answer_ids),
+            "n_heldout_tokens": sum(items.heldout_tokens), "accuracy": accuracy, **est.to_dict(), "change": change}

@@ -1,7 +1,8 @@
 """What every tailoring method shares: the registry, the job it receives, the statistics it reports.
 
-A method is one module that defines its options dataclass and a ``run(job, config)`` function and
-registers a :class:`TailoringMethod` under its name (as peft registers tuner types). ``run`` returns one
+A method is one module of this package that defines its options dataclass and a ``run(job, config)`` function and
+registers a :class:`TailoringMethod` (as peft registers tuner types); the registry finds the module itself, so a new
+method is one new file. ``run`` returns one
 :class:`~unforget.tailoring.patch.TensorPatch` per considered tensor it changes; everything else keeps
 the base's values.
 """
@@ -11,24 +12,15 @@ from __future__ import annotations
 import re
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Iterator, Sequence
 
 from ..errors import ConfigError
-from ..registry import Registry
+from ..registry import Registry, did_you_mean
 from .calibration import CalibrationStats
 from .checkpoints import Checkpoint
 from .keys import canonical_name
 from .patch import TensorPatch
-
-METHOD_MODULES = (
-    "unforget.tailoring.model_tailor",
-    "unforget.tailoring.magnitude",
-    "unforget.tailoring.average",
-    "unforget.tailoring.task_arithmetic",
-    "unforget.tailoring.ties",
-    "unforget.tailoring.dare",
-)
 
 # The language model's transformer blocks and the multimodal projector (matched in either naming scheme:
 # saved ``language_model.model.layers.0...`` and in-memory ``model.language_model.layers.0...``).
@@ -111,18 +103,18 @@ class CalibrationNeeds:
 
 @dataclass(frozen=True)
 class TailoringMethod:
-    """A registered method: its options dataclass, what calibration it needs, and how it runs."""
+    """A registered method: its options dataclass, what calibration it needs, and how it runs.
+    ``sweeps_sparsity``: a study runs it at each of its sparsities (grafting methods); False: once, at its options
+    (merges)."""
 
     name: str
     config_class: type
     run: Callable[[TailorJob, Any], MethodOutput]
     needs: Callable[[Any], CalibrationNeeds] = lambda config: CalibrationNeeds()
+    sweeps_sparsity: bool = False
+    description: str = ""  # what `unforget ls tailoring` says about it
 
     def make_config(self, options: dict[str, Any]) -> Any:
-        from dataclasses import fields
-
-        from ..registry import did_you_mean
-
         known = [f.name for f in fields(self.config_class)]
         for name in options:
             if name not in known:
@@ -137,7 +129,8 @@ class TailoringMethod:
         return config
 
 
-TAILORING_METHODS: Registry[TailoringMethod] = Registry("tailoring method", modules=METHOD_MODULES)
+# a method is one module of this package that registers itself: the first lookup imports them all
+TAILORING_METHODS: Registry[TailoringMethod] = Registry("tailoring method", package="unforget.tailoring")
 
 
 def considered_keys(

@@ -45,6 +45,8 @@ class CalibrationStats:
 
 def load_model_for_calibration(folder: Path, *, dtype: torch.dtype | None = None) -> nn.Module:
     """The base model from its HF folder (AutoModelForImageTextToText, else AutoModelForCausalLM)."""
+    # start-up time: every import of unforget.tailoring imports this module; transformers' model classes (about
+    # 1 s over torch) load only when a model is loaded for calibration
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
     kwargs: dict[str, Any] = {"dtype": dtype if dtype is not None else "auto"}

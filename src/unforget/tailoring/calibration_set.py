@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ConfigError, ModelLoadError
-from ..models.loading import LoadedModel
+from ..models.loading import LoadedModel, resolve_model_path
+from ..training.config import TrainDataConfig
+from ..training.data import processor_only, training_items
+from ..training.examples import build_example, collate_examples
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +25,9 @@ ProgressFn = Callable[[str, int, int], None]
 
 def processor_model(base: str | Path) -> LoadedModel:
     """A :class:`LoadedModel` holding the base model's processor only (what building examples needs)."""
+    # start-up time: the tailoring registry imports every module of unforget.tailoring; transformers' processor
+    # classes load only when calibration batches are built
     from transformers import AutoConfig, AutoProcessor
-
-    from ..models.loading import resolve_model_path
-    from ..training.data import processor_only
 
     path = resolve_model_path(str(base))
     try:
@@ -52,10 +54,6 @@ def calibration_batches(
 ) -> list[dict[str, Any]]:
     """``limit`` samples of ``dataset``'s ``split`` (drawn as ``sampling`` says) as instruction batches of
     ``batch_size`` (input_ids, attention_mask, labels, pixel_values ...) for ``tailor(calib_batches=...)``."""
-    from ..training.config import TrainDataConfig
-    from ..training.data import training_items
-    from ..training.examples import build_example, collate_examples
-
     if limit < 1 or batch_size < 1:
         raise ConfigError(f"calibration needs limit >= 1 and batch_size >= 1, got limit={limit}, "
                           f"batch_size={batch_size}")

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 
 from ..errors import ModelLoadError
 from .keys import match_keys
@@ -99,8 +101,6 @@ class SafetensorsCheckpoint(Checkpoint):
     """One safetensors file, or the shards of a HF folder, memory-mapped with ``safe_open``."""
 
     def __init__(self, path: str | Path):
-        from safetensors import safe_open
-
         path = Path(path)
         self.source = str(path)
         if path.is_dir():
@@ -379,8 +379,6 @@ def _pattern_key(patterns: list[str], module: str) -> str:
 
 
 def _read_adapter_tensors(folder: Path, *, allow_pickle: bool) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
     weights = folder / "adapter_model.safetensors"
     if weights.is_file():
         return load_file(str(weights))

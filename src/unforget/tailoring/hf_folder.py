@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors.torch import save_file
 
 from ..errors import ConfigError
 from ..runs import dumps_strict
@@ -71,8 +72,6 @@ def write_hf_folder(
     overwrite: bool = False,
 ) -> Path:
     """Write every tensor of ``checkpoint`` (through ``transform(key, tensor)``) as a HF folder."""
-    from safetensors.torch import save_file
-
     out = Path(out_folder)
     prepare_output_folder(out, source_folder=checkpoint.folder, overwrite=overwrite)
     if checkpoint.folder is not None:

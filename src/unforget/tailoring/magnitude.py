@@ -29,8 +29,7 @@ def run(job: TailorJob, config: MagnitudeConfig) -> MethodOutput:
     return graft(job, GraftingPlan(config.sparsity, config.overlap, config.per_layer), score)
 
 
-TAILORING_METHODS.register(
-    "magnitude",
-    TailoringMethod("magnitude", MagnitudeConfig, run),
+TAILORING_METHODS.register(TailoringMethod(
+    "magnitude", MagnitudeConfig, run, sweeps_sparsity=True,
     description="graft the fraction of fine-tuned weights with the largest change |w_ft - w_base|",
-)
+))

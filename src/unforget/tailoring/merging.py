@@ -12,6 +12,7 @@ from typing import Callable
 
 import torch
 
+from ..errors import ConfigError
 from .base import MethodOutput, TailorJob, TensorStats
 from .patch import TensorPatch
 
@@ -54,7 +55,5 @@ def tensor_seed(seed: int, key: str) -> int:
 
 
 def check_density(density: float) -> None:
-    from ..errors import ConfigError
-
     if not 0.0 < density <= 1.0:
         raise ConfigError(f"density is the fraction of each task vector kept: (0, 1], got {density}")

@@ -95,9 +95,7 @@ def run(job: TailorJob, config: ModelTailorConfig) -> MethodOutput:
     return graft(job, plan, score)
 
 
-TAILORING_METHODS.register(
-    "model-tailor",
-    TailoringMethod("model-tailor", ModelTailorConfig, run, needs),
+TAILORING_METHODS.register(TailoringMethod(
+    "model-tailor", ModelTailorConfig, run, needs, sweeps_sparsity=True,
     description="Model Tailor: graft the top fused salience/sensitivity fraction of fine-tuned weights, compensated",
-    paper="arXiv:2402.12048",
-)
+), paper="arXiv:2402.12048")

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, Mapping, overload
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import ModelLoadError
@@ -114,8 +116,6 @@ class TailorPatch:
         return patched
 
     def save(self, path: str | Path) -> Path:
-        from safetensors.torch import save_file
-
         path = Path(path)
         tensors: dict[str, torch.Tensor] = {}
         shapes = {}
@@ -141,8 +141,6 @@ class TailorPatch:
 
     @classmethod
     def load(cls, path: str | Path) -> "TailorPatch":
-        from safetensors import safe_open
-
         path = Path(path)
         try:
             with safe_open(str(path), framework="pt", device="cpu") as handle:

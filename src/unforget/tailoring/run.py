@@ -16,10 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from ..config import dump_yaml, read_yaml
 from ..data.sampling import SamplingStrategy
 from ..errors import ConfigError, ModelLoadError
-from ..runs import RunDir
+from ..identity import run_identity
+from ..models.loading import resolve_dtype, resolve_model_path
+from ..runs import RunDir, check_resumable, new_manifest, write_manifest
+from ..training.checkpoints import STATE_FILE, latest_checkpoint, read_state
 from .base import TAILORING_METHODS
+from .calibration import load_model_for_calibration
+from .calibration_set import calibration_batches, processor_model
+from .pipeline import tailor, write_tailored
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +93,6 @@ class TailorRun:
 def resolve_finetuned(source: str | Path) -> Path:
     """A fine-tuned model's weights: ``source`` itself, or the newest checkpoint of an ``unforget finetune``
     run folder."""
-    from ..training.checkpoints import STATE_FILE, latest_checkpoint
-
     path = Path(source).expanduser()
     if not path.exists():
         raise ModelLoadError(f"fine-tuned model {path} does not exist")
@@ -102,15 +107,11 @@ def resolve_finetuned(source: str | Path) -> Path:
 
 def training_base(checkpoint: Path) -> str | None:
     """The base model an ``unforget finetune`` checkpoint was trained from (None for other folders)."""
-    from ..training.checkpoints import STATE_FILE, read_state
-
     return read_state(checkpoint).base_model if (checkpoint / STATE_FILE).is_file() else None
 
 
 def training_datasets(checkpoint: Path) -> list[str]:
     """The datasets an ``unforget finetune`` checkpoint was trained on (from its run's config.yaml)."""
-    from ..config import read_yaml
-
     config = checkpoint.parent.parent / "config.yaml"
     if checkpoint.parent.name != "checkpoints" or not config.is_file():
         return []
@@ -118,8 +119,6 @@ def training_datasets(checkpoint: Path) -> list[str]:
 
 
 def resolve_base(cfg: TailorConfig, finetuned: list[Path]) -> Path:
-    from ..models.loading import resolve_model_path
-
     name = cfg.base
     if name is None:
         bases = {training_base(p) for p in finetuned}
@@ -158,8 +157,6 @@ def needs_calibration(method: str, options: dict[str, Any]) -> bool:
 def calibration_sets(cfg: TailorConfig, finetuned: list[Path], base: Path,
                      progress: ProgressFn | None = None) -> tuple[list[str], list[list[dict[str, Any]]]]:
     """The calibration datasets of each fine-tuned model and their batches (a shared set is built once)."""
-    from .calibration_set import calibration_batches, processor_model
-
     names = list(cfg.calib.datasets)
     if not names:
         found = [training_datasets(p) for p in finetuned]
@@ -187,11 +184,7 @@ def counting_loader(progress: ProgressFn | None, total: int, dtype: str) -> Call
     """A calibration model loader that reports each forward pass (Fisher and Hessian passes) to ``progress``."""
     if progress is None:
         return None
-    from .calibration import load_model_for_calibration
-
     def load(folder: Path | None) -> Any:
-        from ..models.loading import resolve_dtype
-
         model = load_model_for_calibration(folder, dtype=None if dtype == "auto" else resolve_dtype(dtype, "cpu"))
         done = [0]
 
@@ -216,8 +209,6 @@ def previous_attempt(out: Path, resolved: TailorConfig) -> Literal["done", "inte
     """What ``out`` holds of an earlier run of the same config: "done" (metrics.json is written last), "interrupted"
     (its config.yaml, written before the weights, without metrics.json: the weights may be partial and are
     replaced), or None (nothing of this config: weights there are refused unless ``overwrite``)."""
-    from ..config import dump_yaml
-
     config = out / "config.yaml"
     if not config.is_file() or config.read_text() != dump_yaml(resolved):
         return None
@@ -226,9 +217,6 @@ def previous_attempt(out: Path, resolved: TailorConfig) -> Literal["done", "inte
 
 def run_tailor(cfg: TailorConfig, progress: ProgressFn | None = None) -> TailorRun:
     """Tailor, write the model, ``config.yaml`` and ``metrics.json`` into ``cfg.out``."""
-    from ..models.loading import resolve_dtype
-    from .pipeline import tailor, write_tailored
-
     cfg.validate()
     finetuned = [resolve_finetuned(f) for f in cfg.finetuned]
     base = resolve_base(cfg, finetuned)
@@ -236,8 +224,6 @@ def run_tailor(cfg: TailorConfig, progress: ProgressFn | None = None) -> TailorR
     out = Path(cfg.out) if cfg.out else default_out(cfg, base)
     resolved = dataclasses.replace(cfg, base=str(base), finetuned=[str(p) for p in finetuned], out=str(out))
     attempt = previous_attempt(out, resolved)
-    from ..identity import run_identity
-    from ..runs import check_resumable, new_manifest, write_manifest
 
     identity = run_identity(resolved)
     if not cfg.overwrite:  # a folder holding another run is refused before any work

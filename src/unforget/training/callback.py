@@ -30,8 +30,11 @@ from typing import Any, Sequence
 from transformers import TrainerCallback
 
 from ..evaluation.config import EvalConfig, ProbeConfig
+from ..evaluation.evaluator import evaluate
+from ..evaluation.probe import ForgettingProbe
 from ..models.loading import LoadedModel
 from ..runs import JsonlAppender
+from .checkpoints import capture_rng, restore_rng
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +101,6 @@ class ForgettingCallback(TrainerCallback):
         """Evaluate now (main process only); returns the record, or None on other processes / a repeated step."""
         if not getattr(state, "is_world_process_zero", True) or self._last_step == state.global_step and self.first:
             return None
-        from ..evaluation.evaluator import evaluate
-        from .checkpoints import capture_rng, restore_rng
-
         self._last_step = state.global_step
         family = self.family or getattr(getattr(model, "config", None), "model_type", "llava")
         lm = LoadedModel(model, self.processor, family, source="trainer")
@@ -141,8 +141,6 @@ class ForgettingCallback(TrainerCallback):
         """The probe against the first evaluation's distributions (computed now when there are none yet)."""
         if self.probe_config is None:
             return None
-        from ..evaluation.probe import ForgettingProbe
-
         if self._probe is None:
             self._probe = ForgettingProbe(self.probe_config, self.eval_config.datasets)
             self._probe.prepare(lm, self.probe_base_file)

@@ -160,7 +160,8 @@ def optimizer_state_dict(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
 
 def is_sharded(model: Any) -> bool:
     """Whether FSDP (``FullyShardedDataParallel`` or ``fully_shard``) holds any of ``model``'s parameters."""
-    try:  # here, not at the top: a torch built without distributed support has no torch.distributed.fsdp
+    try:
+        # optional: here, not at the top, as a torch built without distributed support has no torch.distributed.fsdp
         from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
     except ImportError:  # a torch built without distributed support
         return False

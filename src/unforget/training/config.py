@@ -10,7 +10,7 @@ from ..data.sampling import SamplingStrategy
 from ..errors import ConfigError
 from ..models.config import ModelConfig
 from .mixing import check_mixing
-from .regularizers import REGULARIZERS
+from .regularizer_registry import REGULARIZERS
 
 ROUND_ROBIN = "round-robin"
 

@@ -16,7 +16,8 @@ checkpoint's weights, so the anchor is the same on every (re)start:
 
 The penalties act on the parameters that train: with ``lora`` these are the adapters (``w0``: their
 initialisation, so ``l2`` pulls the new adapter's update towards zero). A regularizer is one class plus one
-``REGULARIZERS.register`` call here; building one never draws from the random generators.
+``REGULARIZERS.register(RegularizerKind(...))`` call, here in this module (the one module that the registry,
+training/regularizer_registry.py, imports for its members); building one never draws from the random generators.
 """
 
 from __future__ import annotations
@@ -27,19 +28,20 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol
+from typing import Any, Iterator, Mapping, Protocol
 
 import torch
+from safetensors.torch import load_file, save_file
 
-from ..config import from_dict, to_dict
+from ..config import to_dict
 from ..errors import ConfigError, TrainingError
-from ..registry import Registry
+from ..models.loading import LoadedModel
 from ..runs import dumps_strict
 from .checkpoints import capture_rng, restore_rng
-
-if TYPE_CHECKING:
-    from ..models.loading import LoadedModel
-    from .config import RegularizerConfig, TrainDataConfig
+from .config import RegularizerConfig, TrainDataConfig
+from .data import InstructionDataset, processor_only, training_items
+from .examples import IGNORE_INDEX, collate_examples
+from .regularizer_registry import REGULARIZERS, RegularizerKind
 
 log = logging.getLogger(__name__)
 
@@ -64,19 +66,6 @@ class BuildContext:
     state_file: Path
     resuming: bool  # a checkpoint will be loaded after this: read saved state instead of recomputing it
     save: bool  # this process writes the state file (the main one)
-
-
-@dataclass(frozen=True)
-class RegularizerKind:
-    name: str
-    options_class: type
-    build: Callable[[Any, BuildContext], Regularizer]
-
-    def parse_options(self, options: Mapping[str, Any] | None) -> Any:
-        return from_dict(self.options_class, dict(options or {}), where=f"regularizer.options ({self.name})")
-
-
-REGULARIZERS: Registry[RegularizerKind] = Registry("regularizer")
 
 
 def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
@@ -137,8 +126,9 @@ def build_l2(options: L2Options, ctx: BuildContext) -> WeightPull:
     return WeightPull(params, _snapshot(params), options.strength)
 
 
-REGULARIZERS.register("l2", RegularizerKind("l2", L2Options, build_l2),
-                      description="strength/2 * ||w - w0||^2: pull the trainable weights towards where they started")
+REGULARIZERS.register(RegularizerKind(
+    "l2", L2Options, build_l2,
+    description="strength/2 * ||w - w0||^2: pull the trainable weights towards where they started"))
 
 
 # ------------------------------------------------------------------------------------------------------ ewc
@@ -196,8 +186,6 @@ def build_ewc(options: EwcOptions, ctx: BuildContext) -> WeightPull:
     anchors = _snapshot(params)
     fisher = read_state(ctx.state_file, set(params)) if ctx.resuming and ctx.state_file.is_file() else None
     if fisher is None:
-        from .config import TrainDataConfig
-
         data = TrainDataConfig(datasets=list(options.data), split=options.split, limit=options.limit,
                                sampling=ctx.data.sampling, sampling_seed=ctx.data.sampling_seed,
                                template=ctx.data.template, shuffle=False)
@@ -209,8 +197,9 @@ def build_ewc(options: EwcOptions, ctx: BuildContext) -> WeightPull:
     return WeightPull(params, anchors, options.strength, weights=fisher)
 
 
-REGULARIZERS.register("ewc", RegularizerKind("ewc", EwcOptions, build_ewc),
-                      description="strength/2 * sum F (w - w0)^2 with the diagonal Fisher F of the previous task")
+REGULARIZERS.register(RegularizerKind(
+    "ewc", EwcOptions, build_ewc,
+    description="strength/2 * sum F (w - w0)^2 with the diagonal Fisher F of the previous task"))
 
 
 # ------------------------------------------------------------------------------------------------------ lwf
@@ -234,8 +223,6 @@ def answer_token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
 
     The logits at position i predict token i+1, so the positions whose next token is an answer token
     (``labels[:, 1:] != -100``) are compared. 0 when there is no answer token."""
-    from .examples import IGNORE_INDEX
-
     mask = labels[:, 1:] != IGNORE_INDEX
     if not bool(mask.any()):
         return student_logits.sum() * 0.0
@@ -275,8 +262,9 @@ def build_lwf(options: LwfOptions, ctx: BuildContext) -> Distillation:
     return Distillation(frozen_copy(ctx.lm.model), options.strength, options.temperature)
 
 
-REGULARIZERS.register("lwf", RegularizerKind("lwf", LwfOptions, build_lwf),
-                      description="LwF: KL between the trained and the starting model's answer-token distributions")
+REGULARIZERS.register(RegularizerKind(
+    "lwf", LwfOptions, build_lwf,
+    description="LwF: KL between the trained and the starting model's answer-token distributions"))
 
 
 # ------------------------------------------------------------------------------------------------ building
@@ -299,8 +287,6 @@ def build_regularizer(config: RegularizerConfig, lm: LoadedModel, data: TrainDat
 
 
 def write_state(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> None:
-    from safetensors.torch import save_file
-
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=dict(metadata))
@@ -308,8 +294,6 @@ def write_state(path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mappi
 
 
 def read_state(path: Path, names: set[str]) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
     state = load_file(str(path))
     if set(state) != names:
         raise TrainingError(f"{path} holds the regularizer state of other parameters than this run trains; "
@@ -335,12 +319,8 @@ def batch_to(batch: Batch, device: torch.device, dtype: torch.dtype) -> dict[str
 def instruction_batches(lm: LoadedModel, data: TrainDataConfig, batch_size: int) -> Iterator[dict[str, Any]]:
     """Collated training batches of ``data`` in order (no shuffling), built as the trainer builds them: the Fisher's
     data here, Model Tailor's calibration set in the continual study."""
-    from ..models.loading import LoadedModel as Loaded
-    from .data import InstructionDataset, processor_only, training_items
-    from .examples import collate_examples
-
     items, _ = training_items(data)
-    dataset = InstructionDataset(Loaded(processor_only(), lm.processor, lm.family, lm.source), items)
+    dataset = InstructionDataset(LoadedModel(processor_only(), lm.processor, lm.family, lm.source), items)
     tok = lm.tokenizer
     collate = functools.partial(collate_examples, pad_token_id=tok.pad_token_id if tok.pad_token_id is not None
                                 else tok.eos_token_id)

@@ -25,12 +25,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import yaml
+from accelerate import Accelerator, PartialState
+from accelerate.state import AcceleratorState
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
 from ..identity import open_run
 from ..config import dump_yaml, read_yaml, to_dict
 from ..errors import ConfigError, TrainingError
 from ..models.loading import LoadedModel, load_model, resolve_device
 from ..runs import RunDir, atomic_write_text, dumps_strict, read_jsonl
+from ..runs.provenance import run_info
 from .checkpoints import (
     Checkpoint,
     TrainerState,
@@ -100,9 +105,6 @@ def resolve_mixed_precision(requested: str, device: torch.device) -> str:
 
 
 def make_accelerator(cfg: FinetuneConfig, find_unused_parameters: bool) -> Any:
-    from accelerate import Accelerator, PartialState
-    from accelerate.utils import DistributedDataParallelKwargs
-
     # accelerate runs several CPU processes as DDP (gloo) only when told cpu=True
     cpu = cfg.model.device == "cpu" or (cfg.model.device in (None, "auto") and not torch.cuda.is_available())
     if not cpu:
@@ -112,8 +114,6 @@ def make_accelerator(cfg: FinetuneConfig, find_unused_parameters: bool) -> Any:
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         # accelerate keeps one state per process; a second finetune() in the same process may ask for another
         # device or precision (a launched DDP process keeps its state: it holds the process group)
-        from accelerate.state import AcceleratorState
-
         AcceleratorState._reset_state(reset_partial_state=True)
     device = PartialState(cpu=cpu).device
     mixed = resolve_mixed_precision(cfg.mixed_precision, device)
@@ -144,8 +144,6 @@ def check_same_run(run: RunDir, cfg: FinetuneConfig, num_processes: int = 1) -> 
     checkpoints = list_checkpoints(run.path)
     if not saved_path.is_file() or not checkpoints:
         return
-    import yaml
-
     saved = read_yaml(saved_path)
     now = yaml.safe_load(dump_yaml(cfg))
     before = checkpoints[-1].state.num_processes
@@ -237,8 +235,6 @@ def finetune(
         remove_partial_checkpoints(run.path)
     accelerator.wait_for_everyone()
 
-    from accelerate.utils import set_seed
-
     set_seed(cfg.seed)
     lm = lm or load_for_training(cfg, accelerator.device)
     model = lm.model
@@ -283,6 +279,8 @@ def finetune(
     steps_per_epoch = math.ceil(micro_per_epoch / cfg.grad_accum)
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     n_epochs = math.ceil(total_steps / steps_per_epoch)
+    # start-up time: transformers' optimization module (about 3 s over this package) loads only when training
+    # starts; `unforget plan` and the tailoring calibration import this package without training
     from transformers import get_scheduler
 
     scheduler = get_scheduler(cfg.lr_scheduler if cfg.lr_scheduler != "constant" else "constant_with_warmup",
@@ -434,8 +432,6 @@ def finetune(
         resumed_from=str(resume.path) if resume else None, losses=losses, seconds=time.perf_counter() - t_start,
     )
     if accelerator.is_main_process:
-        from ..runs.provenance import run_info
-
         run.write_metrics({"run_info": run_info(), "config": to_dict(cfg), **result.to_dict(),
                            "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision})
         run.mark_done()

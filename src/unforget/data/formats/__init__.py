@@ -1,5 +1,7 @@
 """Loaders for the dataset formats users already have on disk, used as ``load_dataset("<format>:<path>")``; one
-module per format, each registering itself in :data:`unforget.data.registry.FORMATS`.
+module per format, each registering itself in :data:`unforget.data.registry.FORMATS` with
+:func:`~unforget.data.formats._common.register_format`. FORMATS imports every module of this folder on its first
+lookup, so a new format is one new file here.
 
 Formats: ``mnist-idx`` (MNIST / Fashion-MNIST IDX files), ``cifar10`` and ``cifar100`` (the official python
 pickle folders, read through a restricted unpickler: ``safe_pickle``), ``imagefolder`` (ImageNet / miniImageNet class
@@ -11,8 +13,3 @@ a :class:`DataError` (or :class:`BadSampleError`) naming the file and line or in
 lazily (``Sample.image`` is a path, bytes or an array view), so a corrupt image surfaces as a
 ``BadSampleError`` from ``Sample.load_image`` when it is used; skipping such samples is the evaluator's job.
 """
-
-# the format modules: importing one registers its format(s)
-from . import cifar, csv_file, hf, imagefolder, jsonl, mnist_idx
-
-__all__ = ["cifar", "csv_file", "hf", "imagefolder", "jsonl", "mnist_idx"]

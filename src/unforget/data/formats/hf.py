@@ -46,7 +46,8 @@ def _parquet_splits(files: list[Path], root: Path, split: str) -> dict[str, list
 
 def _hf_tables(root: Path, split: str, splits: Sequence[str] | str | None) -> dict[str, tuple[Any, Any]]:
     """split -> (datasets.Features, pyarrow.Table) for a saved dataset, parquet files or an image folder."""
-    import datasets  # start-up time, as above
+    # start-up time, as above: datasets and pyarrow load only when an hf dataset is read
+    import datasets
     import pyarrow as pa
     import pyarrow.parquet as pq
 

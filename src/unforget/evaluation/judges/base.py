@@ -10,11 +10,8 @@ from typing import Any, Mapping, Protocol, Sequence
 
 from ...registry import Registry
 
-JUDGES: Registry[Any] = Registry(
-    "judge",
-    modules=("unforget.evaluation.judges.exact", "unforget.evaluation.judges.embedding",
-             "unforget.evaluation.judges.llm", "unforget.evaluation.judges.cascade"),
-)
+# a judge is one module (or folder) of this package that registers itself: the first lookup imports them all
+JUDGES: Registry[Any] = Registry("judge", package="unforget.evaluation.judges")
 
 
 @dataclass

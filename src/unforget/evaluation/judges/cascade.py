@@ -22,6 +22,7 @@ class CascadeJudge:
     closes its stages."""
 
     name = "cascade"
+    description = "exact, then embedding, then the LLM only where unsure"
     version = "1"
 
     def __init__(self, stages: Sequence[Judge | str] = DEFAULT_STAGES):
@@ -91,4 +92,4 @@ class CascadeJudge:
             stage.close()
 
 
-JUDGES.register("cascade", CascadeJudge, description="exact, then embedding, then the LLM only where unsure")
+JUDGES.register(CascadeJudge)

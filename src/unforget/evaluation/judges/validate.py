@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ...config import CONFIG_ROOTS
+from ...data import Sample, load_dataset
 from ...errors import DataError, JudgeError
 from ...stats import Estimate, cohen_kappa_estimate, wilson_interval
 from .base import Judge, JudgeItem, Verdict, build_judges
@@ -104,8 +106,6 @@ class GoldValidation:
 
 def find_gold_file(name: str | Path) -> Path:
     """A gold file by path, or a shipped one by name (``digits``, ``gold-digits``: configs/judges/gold-digits.jsonl)."""
-    from ...config import CONFIG_ROOTS
-
     path = Path(name)
     if path.is_file():
         return path
@@ -125,8 +125,6 @@ def find_gold_file(name: str | Path) -> Path:
 def read_gold(path: str | Path, *, dataset: str | None = None) -> list[GoldAnswer]:
     """Parse a gold file. ``dataset``: the dataset of lines that name none, and a filter (lines of other datasets are
     left out). Any malformed line is an error naming the file and line."""
-    from ...data import load_dataset
-
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -200,8 +198,6 @@ def _gold_answer(rec: dict[str, Any], ds: Any, where: str, default_id: str) -> G
                         f"({', '.join(ds.class_names)})")
     question = rec.get("question")
     if question is None:
-        from ...data import Sample
-
         question = ds.question_for(Sample(id="gold"), 0)
     elif not isinstance(question, str):
         raise DataError(f"{where}: 'question' must be a string, got {question!r}")
@@ -212,8 +208,6 @@ def _gold_answer(rec: dict[str, Any], ds: Any, where: str, default_id: str) -> G
 
 def gold_items(gold: Sequence[GoldAnswer]) -> list[JudgeItem]:
     """What every judge sees for each gold answer: the same JudgeItem the evaluator builds."""
-    from ...data import load_dataset
-
     datasets = {name: load_dataset(name) for name in dict.fromkeys(g.dataset for g in gold)}
     return [JudgeItem(question=g.question, answer=g.answer, reference=g.reference,
                       class_names=datasets[g.dataset].class_names, synonyms=datasets[g.dataset].synonyms)

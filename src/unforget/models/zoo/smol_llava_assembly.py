@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from ...errors import ModelLoadError
 from ...runs import atomic_write_json
+from ..build import _clip_image_processor_class
 from ..tokenizer import IMAGE_TOKEN
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -80,7 +82,7 @@ def add_image_token(language_model: Any, tokenizer: Any) -> int:
 
 
 def llava_config_from_parts(language_config: Any, vision_config: Any, image_token_id: int, spec: AssemblySpec) -> Any:
-    from transformers import LlavaConfig
+    from transformers import LlavaConfig  # start-up time: listing the zoo imports this module, assembling is rarer
 
     config = LlavaConfig(
         vision_config=vision_config.to_dict(),
@@ -96,8 +98,6 @@ def llava_config_from_parts(language_config: Any, vision_config: Any, image_toke
 
 
 def image_processor_for(spec: AssemblySpec) -> Any:
-    from ..build import _clip_image_processor_class
-
     return _clip_image_processor_class()(
         size={"shortest_edge": spec.image_size},
         crop_size={"height": spec.image_size, "width": spec.image_size},
@@ -113,6 +113,7 @@ def assemble_llava(language_model: Any, tokenizer: Any, vision_model: Any, spec:
     """(LlavaForConditionalGeneration, LlavaProcessor) from a causal LM, its tokenizer and a vision model; the
     projector is randomly initialised from ``seed``. The parts' weights are copied in unchanged (the LM's embedding
     table gains the image token's row)."""
+    # start-up time: listing the zoo imports this module, assembling is rarer
     from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
     spec = spec or AssemblySpec()
@@ -161,8 +162,6 @@ def projector_state(llava: Any) -> dict[str, torch.Tensor]:
 
 def save_trained_parts(folder: str | Path, llava: Any, adapter_model: Any | None = None) -> None:
     """Write what training changed: the projector (safetensors) and, when a LoRA was trained, its peft adapter."""
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_file(projector_state(llava), str(folder / PROJECTOR_FILE))
@@ -173,15 +172,13 @@ def save_trained_parts(folder: str | Path, llava: Any, adapter_model: Any | None
 def apply_trained_parts(llava: Any, folder: str | Path) -> Any:
     """Load the projector saved by :func:`save_trained_parts` and merge its LoRA adapter (if any) into the language
     model; returns the plain LlavaForConditionalGeneration."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     projector = folder / PROJECTOR_FILE
     if projector.is_file():
         _load_exact(llava.model.multi_modal_projector, load_file(str(projector)), "projector")
     adapter = folder / ADAPTER_DIR
     if (adapter / "adapter_config.json").is_file():
-        from peft import PeftModel
+        from peft import PeftModel  # start-up time: peft takes seconds to import, only to apply an adapter
 
         llava = PeftModel.from_pretrained(llava, str(adapter)).merge_and_unload()
     return llava.eval()

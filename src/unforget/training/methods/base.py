@@ -4,8 +4,8 @@ A method is one module (as a peft tuner is one folder): an options dataclass, ``
 that sets ``requires_grad`` or wraps the model, how its trained weights are saved into / restored from a
 checkpoint folder, how such a folder becomes a model to evaluate, and which parts of the model it trains (for the
 plans' FLOP figures). Callers ask the method object; none branches on a method's name. It registers a
-:class:`FinetuneMethod` in :data:`METHODS` under its name; adding a method touches one new file and the ``modules``
-tuple below.
+:class:`FinetuneMethod` in :data:`METHODS`, which finds the module itself: adding a method is one new file in this
+package.
 
 The parts of a multimodal model are told apart by module names, which differ between families:
 
@@ -77,6 +77,11 @@ class FinetuneMethod:
     # applied (a method that saves only some of the weights)
     open_saved: Callable[..., LoadedModel] | None = None
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    description: str = ""  # what `unforget ls methods` says about it
+    # the two sides of EMT's third finding: the projector alone trains, whatever the options (projector_only),
+    # or low-rank adapters on the language model instead of its weights (low_rank)
+    projector_only: bool = False
+    low_rank: bool = False
 
     def open_checkpoint(self, folder: Path, base: str, **load_options: Any) -> LoadedModel:
         """The model a checkpoint folder of this method holds, trained from ``base``, ready to evaluate.
@@ -101,15 +106,8 @@ class FinetuneMethod:
         return from_dict(self.options_class, options, where=f"method_options ({self.name})")
 
 
-METHODS: Registry[FinetuneMethod] = Registry(
-    "fine-tuning method",
-    modules=(
-        "unforget.training.methods.projector",
-        "unforget.training.methods.lora",
-        "unforget.training.methods.full",
-        "unforget.training.methods.partial",
-    ),
-)
+# a method is one module of this package that registers itself: the first lookup imports them all
+METHODS: Registry[FinetuneMethod] = Registry("fine-tuning method", package="unforget.training.methods")
 
 
 def part_of(param_name: str) -> Part:

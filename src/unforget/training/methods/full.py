@@ -54,9 +54,8 @@ def trained_parts(options: FullOptions) -> TrainedParts:
     return TrainedParts(tuple(parts))
 
 
-METHODS.register(
-    "full",
-    FinetuneMethod("full", FullOptions, prepare, save_model_folder, load_model_folder, default_lr=2e-5,
-                   trained_parts=trained_parts, open_saved=open_model_folder),
+METHODS.register(FinetuneMethod(
+    "full", FullOptions, prepare, save_model_folder, load_model_folder, default_lr=2e-5,
+    trained_parts=trained_parts, open_saved=open_model_folder,
     description="all weights but the vision tower (freeze_* options as in LLaMA-Factory)",
-)
+))

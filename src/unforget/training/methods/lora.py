@@ -130,10 +130,10 @@ def trained_parts(options: LoraOptions) -> TrainedParts:
                         lora_targets=targets)
 
 
-METHODS.register(
-    "lora",
-    FinetuneMethod("lora", LoraOptions, prepare, save, load, default_lr=2e-4, trained_parts=trained_parts,
-                   open_saved=open_saved,
-                   presets={"llava15": {"r": 128, "alpha": 256, "freeze_multi_modal_projector": False}}),
+METHODS.register(FinetuneMethod(
+    "lora", LoraOptions, prepare, save, load, default_lr=2e-4, trained_parts=trained_parts,
+    open_saved=open_saved,
+    presets={"llava15": {"r": 128, "alpha": 256, "freeze_multi_modal_projector": False}},
     description="peft LoRA on the language model's linear layers (preset llava15: r 128, alpha 256, projector)",
-)
+    low_rank=True,
+))

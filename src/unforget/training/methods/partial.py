@@ -86,9 +86,8 @@ def trained_parts(options: PartialOptions) -> TrainedParts:
     return TrainedParts(("language",) if options.freeze_multi_modal_projector else ("language", "projector"))
 
 
-METHODS.register(
-    "partial",
-    FinetuneMethod("partial", PartialOptions, prepare, save_model_folder, load_model_folder, default_lr=2e-5,
-                   trained_parts=trained_parts, open_saved=open_model_folder),
+METHODS.register(FinetuneMethod(
+    "partial", PartialOptions, prepare, save_model_folder, load_model_folder, default_lr=2e-5,
+    trained_parts=trained_parts, open_saved=open_model_folder,
     description="the top-k language-model blocks (and named extra modules) train",
-)
+))

@@ -73,8 +73,8 @@ def trained_parts(options: ProjectorOptions) -> TrainedParts:
 
 
 # a checkpoint holds only the projector: it is opened as the base with ``load`` applied (open_saved None)
-METHODS.register(
-    "projector",
-    FinetuneMethod("projector", ProjectorOptions, prepare, save, load, default_lr=1e-3, trained_parts=trained_parts),
+METHODS.register(FinetuneMethod(
+    "projector", ProjectorOptions, prepare, save, load, default_lr=1e-3, trained_parts=trained_parts,
     description="only the multimodal projector trains (LLaVA stage 1)",
-)
+    projector_only=True,
+))

@@ -41,8 +41,7 @@ from .local import (ENV_LOCAL_MODEL, PACKAGED_JUDGES, LocalCausalLMBackend, Loca
                     packaged_judge_file)
 from .prompt import JUDGE_PROMPT, PROMPT_VERSION, judge_prompt, label_text, parse_yes_no
 
-JUDGES.register("llm", LLMJudge, description="an LLM asked yes/no (OpenAI-compatible endpoint or a local model), "
-                                             "cached on disk")
+JUDGES.register(LLMJudge)
 
 __all__ = [
     "ENV_API_KEY", "ENV_BASE_URL", "ENV_LOCAL_MODEL", "ENV_MODEL", "JUDGE_PROMPT", "PACKAGED_JUDGES", "PROMPT_VERSION",

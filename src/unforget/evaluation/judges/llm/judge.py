@@ -129,6 +129,7 @@ class LLMJudge:
     :class:`EndpointOptions` or :class:`LocalOptions`; an unknown name is a TypeError."""
 
     name = "llm"
+    description = "an LLM asked yes/no (OpenAI-compatible endpoint or a local model), cached on disk"
     version = "1"
 
     def __init__(self, **options: Any):

@@ -58,7 +58,6 @@ class LocalCausalLMBackend:
         # start-up time: torch, transformers and the model loaders load only when a local judge is made
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
-
         from ....models.convert import load_gguf_causal_lm
         from ....models.loading import resolve_device, resolve_dtype, resolve_model_path
 
