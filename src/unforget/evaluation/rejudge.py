@@ -26,6 +26,7 @@ from ..runs import RunDir, read_jsonl
 from .config import EvalConfig
 from .evaluator import EvalResult, judge_item, score_records, verdict_fields
 from .judges.base import Judge, Verdict, build_judges, judge_stats
+from ..runs.layout import CONFIG, SAMPLES
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def count_unjudged(folder: str | Path) -> int:
     """Verdicts missing under ``folder``: over its samples.jsonl and every one below it (a study's evaluations), each
     judge's verdict with ``correct`` None on a record a judge should have judged. What ``--rejudge`` would ask for
     again; a resumed run's old failures count too (resuming skips judged-or-not records)."""
-    return sum(1 for path in sorted(Path(folder).rglob("samples.jsonl")) for record in read_jsonl(path)
+    return sum(1 for path in sorted(Path(folder).rglob(SAMPLES)) for record in read_jsonl(path)
                if judgeable(record)
                for verdict in (record.get("judgements") or {}).values()
                if isinstance(verdict, dict) and verdict.get("correct") is None)
@@ -166,7 +167,7 @@ class StudyRejudgeResult:
 
 def evaluation_folders(study: Path) -> list[Path]:
     """The folders under ``study`` that hold a samples.jsonl (base, arms, sweep and hybrid runs, task steps)."""
-    return sorted(p.parent for p in study.rglob("samples.jsonl") if p.parent != study)
+    return sorted(p.parent for p in study.rglob(SAMPLES) if p.parent != study)
 
 
 def study_refs(config: dict[str, Any]) -> list[str]:
@@ -183,9 +184,9 @@ def rejudge_study(study: str | Path, judges: Sequence[str] | None = None,
     each folder's metrics.json; the caller writes the study's summary and report again from the rewritten records
     (`unforget eval --rejudge` does)."""
     study = Path(study)
-    if not (study / "config.yaml").is_file():
+    if not (study / CONFIG).is_file():
         raise DataError(f"{study} has no config.yaml: not a study folder (`unforget study ...` writes one)")
-    config = read_yaml(study / "config.yaml")
+    config = read_yaml(study / CONFIG)
     ev = config.get("eval") or {}
     names = list(judges or ev.get("judges") or EvalConfig().judges)
     options = {**(ev.get("judge_options") or {}), **(judge_options or {})}

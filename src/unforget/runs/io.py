@@ -17,6 +17,7 @@ from typing import Any, Iterator
 from ..config import dump_yaml, to_dict
 from ..errors import DataError
 from .secrets import redact_secrets
+from .layout import CONFIG, DONE, METRICS, SAMPLES
 
 log = logging.getLogger(__name__)
 
@@ -172,15 +173,15 @@ class RunDir:
 
     @property
     def samples_path(self) -> Path:
-        return self.path / "samples.jsonl"
+        return self.path / SAMPLES
 
     @property
     def metrics_path(self) -> Path:
-        return self.path / "metrics.json"
+        return self.path / METRICS
 
     def write_config(self, config: Any) -> None:
         """config.yaml, its secrets redacted (:mod:`.secrets`)."""
-        atomic_write_text(self.path / "config.yaml", dump_yaml(redact_secrets(to_dict(config))))
+        atomic_write_text(self.path / CONFIG, dump_yaml(redact_secrets(to_dict(config))))
 
     def write_metrics(self, metrics: Any) -> None:
         atomic_write_json(self.metrics_path, metrics)
@@ -191,15 +192,15 @@ class RunDir:
     def samples(self) -> list[dict[str, Any]]:
         return read_jsonl(self.samples_path)
 
-    def rewrite_samples(self, records: list[dict[str, Any]], name: str = "samples.jsonl") -> None:
+    def rewrite_samples(self, records: list[dict[str, Any]], name: str = SAMPLES) -> None:
         """Replace the whole file in one atomic rename (rejudging); never while an appender is open on it."""
         atomic_write_text(self.path / name, "".join(dumps_strict(r, ensure_ascii=False) + "\n" for r in records))
 
-    def appender(self, name: str = "samples.jsonl") -> JsonlAppender:
+    def appender(self, name: str = SAMPLES) -> JsonlAppender:
         return JsonlAppender(self.path / name)
 
     def is_done(self) -> bool:
-        return (self.path / "DONE").exists()
+        return (self.path / DONE).exists()
 
     def mark_done(self) -> None:
-        atomic_write_text(self.path / "DONE", "")
+        atomic_write_text(self.path / DONE, "")

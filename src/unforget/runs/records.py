@@ -11,13 +11,13 @@ to a record's kind are left out, not written as null.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 # the fields of a judged answer, in the order they are written
 _JUDGED = ("split", "task", "question", "answer", "reference", "label", "prediction", "correct", "judge", "confident",
            "judge_identity", "judgements", "mode", "leaks")
 _CAPTION = ("split", "task", "question", "answer", "reference", "references", "mode")
-_OPTIONAL = ("qtype", "rank_of_reference", "top_k", "rank")
+_OPTIONAL = ("qtype", "rank_of_reference", "top_k", "rank", "score")
 _KNOWN = {"id", "dataset", "skipped", "error", *_JUDGED, *_CAPTION, *_OPTIONAL}
 
 
@@ -48,6 +48,7 @@ class SampleRecord:
     rank_of_reference: int | None = None  # rank mode
     top_k: list[Any] | None = None  # rank mode
     rank: dict[str, Any] | None = None  # generate mode with also_rank: the ranking's verdict, kept apart
+    score: float | None = None  # benchmark sets (dataset metric): the per-sample score, e.g. VQA accuracy
     skipped: bool = False
     error: str | None = None
 
@@ -76,3 +77,8 @@ class SampleRecord:
         fields = {k: v for k, v in data.items() if k in _KNOWN}
         tag = {k: v for k, v in data.items() if k not in _KNOWN}
         return cls(tag=tag, **fields)
+
+
+def judged(records: Sequence[Mapping[str, Any]]) -> list:
+    """Records with a verdict: skipped samples and judge failures (``correct`` None) are left out, as in the metrics."""
+    return [r for r in records if not r.get("skipped") and r.get("correct") is not None]

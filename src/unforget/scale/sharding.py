@@ -21,6 +21,7 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 
 from ..runs import RunDir, read_jsonl
+from ..runs.layout import SAMPLES
 
 T = TypeVar("T")
 
@@ -40,7 +41,7 @@ class Shard:
 
     @property
     def samples_name(self) -> str:
-        return "samples.jsonl" if self.world == 1 else f"samples.rank{self.rank}.jsonl"
+        return SAMPLES if self.world == 1 else f"samples.rank{self.rank}.jsonl"
 
     def take(self, items: Sequence[T]) -> list[T]:
         """This process's share: items ``rank, rank + world, ...`` (balanced to within one item)."""

@@ -19,6 +19,7 @@ from ..reports.base import REPORTS
 from ..reports.document import ReportFiles, write_report
 from ..runs import CONFIG, MANIFEST, atomic_write_json, read_manifest
 from .base import STUDIES, Study, study_of_kind
+from ..runs.layout import METRICS
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ def write_study_report(folder: str | Path, study: Study) -> ReportFiles:
         raise DataError(f"study '{study.name}' has no report")
     folder = Path(folder)
     summary = study.summarise(folder)
-    atomic_write_json(folder / "metrics.json", summary.to_dict() if hasattr(summary, "to_dict") else summary)
+    atomic_write_json(folder / METRICS, summary.to_dict() if hasattr(summary, "to_dict") else summary)
     files = write_report(study.page(summary), folder)
     log.info("%s report: %s", study.name, files.html)
     return files

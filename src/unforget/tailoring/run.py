@@ -27,6 +27,7 @@ from .base import TAILORING_METHODS
 from .calibration import load_model_for_calibration
 from .calibration_set import calibration_batches, processor_model
 from .pipeline import tailor, write_tailored
+from ..runs.layout import CONFIG, METRICS
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ def training_base(checkpoint: Path) -> str | None:
 
 def training_datasets(checkpoint: Path) -> list[str]:
     """The datasets an ``unforget finetune`` checkpoint was trained on (from its run's config.yaml)."""
-    config = checkpoint.parent.parent / "config.yaml"
+    config = checkpoint.parent.parent / CONFIG
     if checkpoint.parent.name != "checkpoints" or not config.is_file():
         return []
     return list(((read_yaml(config).get("data") or {}).get("datasets")) or [])
@@ -209,10 +210,10 @@ def previous_attempt(out: Path, resolved: TailorConfig) -> Literal["done", "inte
     """What ``out`` holds of an earlier run of the same config: "done" (metrics.json is written last), "interrupted"
     (its config.yaml, written before the weights, without metrics.json: the weights may be partial and are
     replaced), or None (nothing of this config: weights there are refused unless ``overwrite``)."""
-    config = out / "config.yaml"
+    config = out / CONFIG
     if not config.is_file() or config.read_text() != dump_yaml(resolved):
         return None
-    return "done" if (out / "metrics.json").is_file() else "interrupted"
+    return "done" if (out / METRICS).is_file() else "interrupted"
 
 
 def run_tailor(cfg: TailorConfig, progress: ProgressFn | None = None) -> TailorRun:

@@ -20,6 +20,8 @@ from ...reports.names import display_names
 from ...reports.probe import probe_row
 from ...runs import read_json, read_jsonl
 from .layout import BASE_DIR, step_folder_name
+from ...runs.layout import CONFIG, DONE, METRICS, SAMPLES
+from ...runs.records import judged
 
 Record = dict[str, Any]  # one line of a samples.jsonl, as written (the evaluator's fields and the study's tags)
 
@@ -91,15 +93,15 @@ def _read_optional(path: Path) -> dict[str, Any] | None:
 
 def read_continual_run(run_dir: str | Path) -> ContinualRun:
     path = Path(run_dir)
-    if not (path / "config.yaml").is_file():
+    if not (path / CONFIG).is_file():
         raise DataError(f"{path} has no config.yaml: it is not a continual run folder (run `unforget study "
                         "continual` first)")
-    cfg = read_yaml(path / "config.yaml")
+    cfg = read_yaml(path / CONFIG)
     refs = [str(t) for t in cfg.get("tasks") or []]
     if not refs:
         raise DataError(f"{path / 'config.yaml'} lists no tasks: not a continual study's config")
     base_dir = path / BASE_DIR
-    base_metrics = _read_optional(base_dir / "metrics.json") or {}
+    base_metrics = _read_optional(base_dir / METRICS) or {}
     names = {t["index"]: t["dataset"] for t in base_metrics.get("tasks") or []}
     tasks = [Task(i, ref, label, names.get(i, ref)) for i, (ref, label) in enumerate(zip(refs, task_labels(refs)))]
     strategies = []
@@ -107,23 +109,19 @@ def read_continual_run(run_dir: str | Path) -> ContinualRun:
         sr = StrategyRecords(str(arm["name"]), str(arm["strategy"]), dict(arm.get("options") or {}))
         for i, ref in enumerate(refs):
             folder = path / sr.name / step_folder_name(i, ref)
-            train_metrics = _read_optional(folder / "train" / "metrics.json") or {}
+            train_metrics = _read_optional(folder / "train" / METRICS) or {}
             sr.steps.append(StepRecords(
-                i, folder, (folder / "DONE").is_file(), _by_dataset(read_jsonl(folder / "samples.jsonl")),
+                i, folder, (folder / DONE).is_file(), _by_dataset(read_jsonl(folder / SAMPLES)),
                 _read_optional(folder / "train_result.json"), _read_optional(folder / f"{sr.strategy}.json"),
                 (train_metrics.get("config") or {}).get("lr"), probe_row(folder, step=i)))
         strategies.append(sr)
     return ContinualRun(path, cfg, tasks, float(cfg.get("alpha", 0.05)), int(cfg.get("n_resamples", 2000)),
-                        (base_dir / "DONE").is_file(), _by_dataset(read_jsonl(base_dir / "samples.jsonl")),
+                        (base_dir / DONE).is_file(), _by_dataset(read_jsonl(base_dir / SAMPLES)),
                         strategies, probe_row(base_dir, step=-1))
 
 
 # ---------------------------------------------------------------------------------------------- per sample
 
-
-def judged(records: Sequence[Record]) -> list[Record]:
-    """Records with a verdict: skipped samples and judge failures (correct None) are left out, as in the metrics."""
-    return [r for r in records if not r.get("skipped") and r.get("correct") is not None]
 
 
 def correct_by_id(records: Sequence[Record]) -> dict[Any, bool]:

@@ -15,6 +15,8 @@ from ...reports.names import display_names
 from ...runs import read_json, read_jsonl
 from ...training.methods.base import METHODS, FinetuneMethod
 from .config import arm_folder_name
+from ...runs.layout import CONFIG, DONE, METRICS, SAMPLES
+from ...runs.records import judged
 
 Record = dict[str, Any]  # one line of a samples.jsonl (or alignment, probe, language .jsonl), as written
 ByDataset = dict[str, list[Record]]
@@ -107,7 +109,7 @@ class EmtRun:
 
 def read_emt_run(run_dir: str | Path) -> EmtRun:
     path = Path(run_dir)
-    config_path = path / "config.yaml"
+    config_path = path / CONFIG
     if not config_path.is_file():
         raise DataError(f"{path} has no config.yaml: it is not an EMT run folder (run `unforget study emt` first)")
     cfg = read_yaml(config_path)
@@ -118,11 +120,11 @@ def read_emt_run(run_dir: str | Path) -> EmtRun:
     methods = cfg.get("methods") or []
     if not methods:
         raise DataError(f"{config_path}: no `methods:` listed, so there is no fine-tuning arm to report")
-    base_records = [r for r in read_jsonl(path / "base" / "samples.jsonl") if r.get("epoch", 0) == 0]
+    base_records = [r for r in read_jsonl(path / "base" / SAMPLES) if r.get("epoch", 0) == 0]
     if not base_records:
         raise DataError(f"{path / 'base' / 'samples.jsonl'} is missing or empty: the base model was not evaluated "
                         "yet; rerun `unforget study emt` on this config to finish it")
-    base_metrics_path = path / "base" / "metrics.json"
+    base_metrics_path = path / "base" / METRICS
     base_metrics = read_json(base_metrics_path) if base_metrics_path.exists() else {}
     datasets = list(dict.fromkeys([*(evaluation.get("datasets") or []), *(r["dataset"] for r in base_records)]))
     base = by_dataset(base_records)
@@ -138,22 +140,22 @@ def read_emt_run(run_dir: str | Path) -> EmtRun:
                   configured_arms=[spec["name"] for spec in methods], fine_tuning_set=ft, datasets=datasets,
                   alpha=float(cfg.get("alpha", 0.05)), seeds=seeds,
                   classes=[int(c) for c in classes] if classes else None, base=base,
-                  base_done=(path / "base" / "DONE").exists(), base_metrics=base_metrics,
+                  base_done=(path / "base" / DONE).exists(), base_metrics=base_metrics,
                   base_alignment=read_jsonl(path / "base" / "alignment.jsonl"), arms=arms,
                   base_probe=[r for r in read_jsonl(path / "base" / "probe.jsonl") if r.get("epoch", 0) == 0],
                   base_language=[r for r in read_jsonl(path / "base" / LANGUAGE_FILE) if r.get("epoch", 0) == 0])
 
 
 def _read_arm(folder: Path, name: str, method: str, seed: int, base: ByDataset) -> Arm:
-    records = [r for r in read_jsonl(folder / "samples.jsonl") if r.get("seed", seed) == seed]
+    records = [r for r in read_jsonl(folder / SAMPLES) if r.get("seed", seed) == seed]
     by_epoch: dict[int, list[Record]] = {}
     for r in records:
         by_epoch.setdefault(int(r.get("epoch", -1)), []).append(r)
-    metrics_path = folder / "metrics.json"
+    metrics_path = folder / METRICS
     metrics = read_json(metrics_path) if metrics_path.exists() else None
     # metrics.json gains an epoch only once that epoch's evaluation finished: it says which epochs are complete
     finished = {int(e) for e in (metrics or {}).get("epochs", {})} if metrics else set(by_epoch)
-    arm = Arm(name=name, method=method, seed=seed, folder=folder, done=(folder / "DONE").exists(),
+    arm = Arm(name=name, method=method, seed=seed, folder=folder, done=(folder / DONE).exists(),
               finetune_method=METHODS.get(method) if method in METHODS else None, metrics=metrics)
     arm.epochs[0] = base
     for epoch in sorted(by_epoch):
@@ -183,10 +185,6 @@ def by_dataset(records: Sequence[Record]) -> ByDataset:
 
 # ------------------------------------------------------------------------------------------------- pairing
 
-
-def judged(records: Sequence[Record]) -> list[Record]:
-    """Records with a verdict: skipped samples and judge failures (correct None) are left out, as in the metrics."""
-    return [r for r in records if not r.get("skipped") and r.get("correct") is not None]
 
 
 def paired_flags(before: Sequence[Record], after: Sequence[Record],

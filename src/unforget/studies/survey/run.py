@@ -32,6 +32,7 @@ from ..base import STUDIES
 from ..report import write_study_report
 from .config import SurveyConfig, SurveyEval, model_slug
 from .summary import survey_table
+from ...runs.layout import DONE, METRICS
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def run_survey(cfg: SurveyConfig, progress: ProgressFn | None = None) -> Path:
     root.write_config(cfg)
     for entry in cfg.models:
         folder = root.path / model_slug(entry)
-        if (folder / "DONE").is_file():
+        if (folder / DONE).is_file():
             log.info("survey: %s already evaluated (%s)", entry, folder)
             continue
         ecfg = eval_config(cfg, entry, folder)
@@ -67,7 +68,7 @@ def run_survey(cfg: SurveyConfig, progress: ProgressFn | None = None) -> Path:
         result = evaluate(ecfg, run=run, progress=(lambda d, k, n, m=entry: progress(f"{m}: {d}", k, n))
                           if progress else None)
         run.write_metrics(eval_metrics_document(ecfg, result))
-        (folder / "DONE").write_text("")
-    atomic_write_json(root.path / "metrics.json", survey_table(root.path, cfg.models, cfg.datasets).to_dict())
+        (folder / DONE).write_text("")
+    atomic_write_json(root.path / METRICS, survey_table(root.path, cfg.models, cfg.datasets).to_dict())
     write_study_report(root.path, STUDIES.get("survey"))
     return root.path

@@ -13,6 +13,7 @@ from ...config import read_yaml
 from ...errors import DataError
 from ...runs import read_json
 from .config import model_slug
+from ...runs.layout import CONFIG, METRICS
 
 
 @dataclass
@@ -124,7 +125,7 @@ def survey_table(root: Path, models: list[str], datasets: list[str]) -> SurveyTa
     """The survey's rows from the model folders' metrics.json (nothing recomputed)."""
     rows = []
     for entry in models:
-        metrics = read_json(root / model_slug(entry) / "metrics.json")
+        metrics = read_json(root / model_slug(entry) / METRICS)
         for name in datasets:
             d = (metrics.get("datasets") or {}).get(name)
             if d is None:
@@ -139,12 +140,12 @@ def summarise_survey(run_dir: str | Path) -> SurveySummary:
     """The survey folder read back: its table (metrics.json, written when the last model was evaluated), with its
     name and settings from config.yaml."""
     run_dir = Path(run_dir)
-    if not (run_dir / "metrics.json").is_file():
+    if not (run_dir / METRICS).is_file():
         raise DataError(f"{run_dir} has no metrics.json: the survey did not finish; rerun the same `unforget study "
                         "survey` command to complete it")
-    config = read_yaml(run_dir / "config.yaml")
+    config = read_yaml(run_dir / CONFIG)
     settings = config.get("eval") or {}
     return SurveySummary(run_dir=str(run_dir), name=config.get("name", "survey"),
                          settings=SurveySettings(**{k: settings.get(k) for k in ("split", "mode", "limit",
                                                                                  "probe_train_limit")}),
-                         table=SurveyTable.from_dict(read_json(run_dir / "metrics.json")))
+                         table=SurveyTable.from_dict(read_json(run_dir / METRICS)))

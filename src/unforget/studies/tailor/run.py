@@ -41,6 +41,7 @@ from ..base import STUDIES
 from ..report import write_study_report
 from .config import TailorStudyConfig, TargetTask
 from .plan import SubRun, plan
+from ...runs.layout import DONE
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def _finetuned_checkpoint(cfg: TailorStudyConfig, target: TargetTask, out: Path,
     if target.checkpoint:
         return resolve_finetuned(target.checkpoint)
     train_dir = out / "finetune" / target.name / "train"
-    if (train_dir / "DONE").exists():
+    if (train_dir / DONE).exists():
         done = latest_checkpoint(train_dir)
         if done is not None:
             return done.path

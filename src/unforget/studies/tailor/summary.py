@@ -33,6 +33,7 @@ from ...runs import read_json, read_jsonl
 from ...stats import ClaimCheck, Estimate, bootstrap_interval, json_float, retention, wilson_interval
 from .config import MULTI, HeadlineCheck, TailoringArm
 from .plan import plan_runs, target_groups
+from ...runs.layout import CONFIG, DONE, SAMPLES
 
 Record = dict[str, Any]  # one line of a samples.jsonl, as written (the scorers read these)
 
@@ -113,7 +114,7 @@ def _by_dataset(records: Sequence[Record]) -> dict[str, list[Record]]:
 
 
 def _evaluation(label: str, folder: Path) -> Evaluation:
-    return Evaluation(label, folder, (folder / "DONE").exists(), _by_dataset(read_jsonl(folder / "samples.jsonl")))
+    return Evaluation(label, folder, (folder / DONE).exists(), _by_dataset(read_jsonl(folder / SAMPLES)))
 
 
 def _tailored_run(group: str, sub: Path) -> TailoredRun:
@@ -129,7 +130,7 @@ def _tailored_run(group: str, sub: Path) -> TailoredRun:
 
 def read_tailor_run(run_dir: str | Path) -> TailorStudyRun:
     path = Path(run_dir)
-    config_path = path / "config.yaml"
+    config_path = path / CONFIG
     if not config_path.is_file():
         raise DataError(f"{path} has no config.yaml: it is not a tailor study folder (run `unforget study tailor`)")
     cfg = read_yaml(config_path)

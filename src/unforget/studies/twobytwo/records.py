@@ -13,6 +13,8 @@ from ...reports.language import language_row
 from ...reports.probe import probe_row
 from ...runs import read_json, read_jsonl
 from .config import CELL_KEYS
+from ...runs.layout import CONFIG, DONE, METRICS, SAMPLES
+from ...runs.records import judged
 
 Record = dict[str, Any]  # one judged sample of samples.jsonl
 
@@ -78,10 +80,6 @@ def sweep_method_names(config: dict[str, Any]) -> list[Any]:
     return [m.get("name") for m in ((config.get("sweep") or {}).get("methods") or [])]
 
 
-def judged(records: Sequence[Record]) -> list[Record]:
-    """Records with a verdict: skipped samples and judge failures (correct None) are left out."""
-    return [r for r in records if not r.get("skipped") and r.get("correct") is not None]
-
 
 def paired_flags(before: Sequence[Record], after: Sequence[Record]) -> tuple[list[bool], list[bool]]:
     """Correctness of the samples judged in both lists, matched by (dataset, id), in ``before``'s order."""
@@ -112,7 +110,7 @@ def _by_cell(records: Sequence[Record], names: dict[str, str]) -> dict[str, list
 
 def read_twobytwo_run(run_dir: str | Path) -> TwoByTwoRun:
     path = Path(run_dir)
-    config_path = path / "config.yaml"
+    config_path = path / CONFIG
     if not config_path.is_file():
         raise DataError(f"{path} has no config.yaml: it is not a 2x2 run folder (run `unforget study 2x2` first)")
     cfg = read_yaml(config_path)
@@ -125,7 +123,7 @@ def read_twobytwo_run(run_dir: str | Path) -> TwoByTwoRun:
     # are given; a format reference without options loads under the file's or folder's name)
     names_path = path / "cells.json"
     names = {k: v["dataset"] for k, v in read_json(names_path).items()} if names_path.exists() else cells
-    base_records = [r for r in read_jsonl(path / "base" / "samples.jsonl") if r.get("epoch", 0) == 0]
+    base_records = [r for r in read_jsonl(path / "base" / SAMPLES) if r.get("epoch", 0) == 0]
     text = next((str(d) for d in cfg.get("extra_datasets") or [] if str(d).split("?", 1)[0] == "text"), None)
     if not base_records:
         raise DataError(f"{path / 'base' / 'samples.jsonl'} is missing or empty: the base model was not evaluated "
@@ -137,15 +135,15 @@ def read_twobytwo_run(run_dir: str | Path) -> TwoByTwoRun:
             continue
         for sub in sorted(p for p in folder.iterdir() if (p / "spec.json").is_file()):
             spec = read_json(sub / "spec.json")
-            metrics = read_json(sub / "metrics.json") if (sub / "metrics.json").exists() else None
-            records = read_jsonl(sub / "samples.jsonl")
-            runs.append(RunRecords(name=f"{kind}/{sub.name}", spec=spec, metrics=metrics, done=(sub / "DONE").exists(),
+            metrics = read_json(sub / METRICS) if (sub / METRICS).exists() else None
+            records = read_jsonl(sub / SAMPLES)
+            runs.append(RunRecords(name=f"{kind}/{sub.name}", spec=spec, metrics=metrics, done=(sub / DONE).exists(),
                                    records=_by_cell(records, names), probe=probe_row(sub),
                                    language=language_row(sub), text_records=_of_dataset(records, text)))
     runs.sort(key=lambda r: _plan_order(cfg, r))
     return TwoByTwoRun(path=path, config=cfg, cells=cells, alpha=float(cfg.get("alpha", 0.05)),
                        margin=float(cfg.get("margin", 0.05)), base=_by_cell(base_records, names),
-                       base_done=(path / "base" / "DONE").exists(), runs=runs, names=names,
+                       base_done=(path / "base" / DONE).exists(), runs=runs, names=names,
                        base_probe=probe_row(path / "base", epoch=0), text_dataset=text,
                        base_language=language_row(path / "base", epoch=0),
                        base_text=_of_dataset(base_records, text))

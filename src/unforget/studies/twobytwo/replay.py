@@ -15,6 +15,7 @@ from ...models.loading import LoadedModel
 from ...runs import RunDir, atomic_write_json, atomic_write_text, dumps_strict, read_json, read_jsonl
 from ...training.data import question_of
 from .config import HybridSource
+from ...runs.layout import DONE
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -29,7 +30,7 @@ def replay_reference(folder: Path) -> str:
 def replay_ready(folder: Path, count: int) -> bool:
     """A finished replay set with at least ``count`` answers (a larger ratio or budget later asks for more)."""
     meta = folder / "meta.json"
-    return (folder / "DONE").exists() and meta.exists() and read_json(meta).get("answers", 0) >= count
+    return (folder / DONE).exists() and meta.exists() and read_json(meta).get("answers", 0) >= count
 
 
 def write_replay_set(lm: LoadedModel, source: HybridSource, count: int, run: RunDir, ev: EvalConfig,
