@@ -34,8 +34,10 @@ logger = logging.getLogger(__name__)
 # Resampled index blocks are built in chunks of at most this many elements (about 16 MB of int64).
 _MAX_RESAMPLE_ELEMENTS = 2_000_000
 
-Expectation = Literal["positive", "negative", "no_change"]
+Expectation = Literal["positive", "negative", "not_worse", "not_better", "no_change"]
 Verdict = Literal["held", "not held", "not shown"]
+# How each paired test is named in sentences and tables.
+TEST_NAMES = {"mcnemar_exact": "exact McNemar", "paired_bootstrap": "paired bootstrap"}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -131,6 +133,25 @@ class PairedTest:
             "sd_of_differences": json_float(self.sd_of_differences),
         }
 
+    def one_sided_p(self, direction: Literal["positive", "negative"]) -> float:
+        """p of the one-sided test whose alternative is "delta > 0" (``positive``) or "delta < 0" (``negative``).
+
+        Exact McNemar: the binomial tail P(X >= c) (positive) or P(X >= b) (negative), X ~ Binomial(b + c, 1/2).
+        Other tests: half the two-sided p when the observed delta points that way, else 1 - half (their two-sided
+        p is symmetric by construction: the recentred bootstrap counts |m* - d| >= |d|).
+        """
+        if direction not in ("positive", "negative"):
+            raise ConfigError(f"one_sided_p: direction={direction!r}; use 'positive' or 'negative'.")
+        if self.test == "mcnemar_exact":
+            b, c = self.n_discordant_b, self.n_discordant_c
+            if b + c == 0:
+                return 1.0
+            k = c if direction == "positive" else b
+            return float(scipy_stats.binom.sf(k - 1, b + c, 0.5))
+        half = min(1.0, self.p_value / 2.0)
+        wanted = 1.0 if direction == "positive" else -1.0
+        return half if float(np.sign(self.delta.value)) == wanted else 1.0 - half
+
 
 @dataclass(frozen=True)
 class ClaimCheck:
@@ -142,6 +163,11 @@ class ClaimCheck:
     evidence: str
     test: PairedTest | None = None
     needed_n: int | None = None
+    # How the verdict was reached, printed beside it: "one-sided exact McNemar" / "non-inferiority, margin 0.05"...,
+    # the p-value of that test (None where an interval decides) and the margin (None for directional claims).
+    method: str | None = None
+    p_value: float | None = None
+    margin: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -151,6 +177,9 @@ class ClaimCheck:
             "evidence": self.evidence,
             "test": self.test.to_dict() if self.test is not None else None,
             "needed_n": self.needed_n,
+            "method": self.method,
+            "p_value": json_float(self.p_value),
+            "margin": json_float(self.margin),
         }
 
 
@@ -471,44 +500,77 @@ def check_claim(
     margin: float = 0.0,
     power: float = 0.8,
 ) -> ClaimCheck:
-    """Turn a paired test and the expected sign of its delta into a verdict with the numbers behind it.
+    """Turn a paired test and what the claim states into a verdict with the numbers behind it, the claim tested
+    as stated (one-sided where the claim has a direction).
 
-    ``expect="positive"`` / ``"negative"``: "held" when the test is significant at its alpha and the delta
-    has that sign; "not held" when it is significant the other way; otherwise "not shown", with
-    ``needed_n`` = samples that would show an effect of the observed size with ``power``
-    (`required_sample_size` for McNemar, the normal approximation for paired scores).
-    ``expect="no_change"``: "held" when the delta interval lies inside ``[-margin, margin]``, "not held"
-    when it lies wholly outside, otherwise "not shown".
+    ``expect="positive"`` / ``"negative"`` ("improves", "forgets more"): the one-sided test of that direction
+    (`PairedTest.one_sided_p`) at the test's alpha: "held" when it rejects, "not held" when the one-sided test of
+    the opposite direction rejects, otherwise "not shown", with ``needed_n`` = samples that would show an effect
+    of the observed size with ``power`` (`required_sample_size` for McNemar, the normal approximation for
+    scores).
+    ``expect="not_worse"`` ("keeps", "stays", "no forgetting" where delta = after - before): non-inferiority with
+    ``margin``: "held" when the lower end of the delta's (1 - alpha) interval lies above ``-margin`` (a one-sided
+    test at alpha/2, the usual non-inferiority convention), "not held" when its upper end lies below
+    ``-margin``, otherwise "not shown". ``"not_better"`` is the mirror (delta <= +margin, e.g. when delta is
+    "base - tuned" forgetting). ``"no_change"``: two-sided equivalence, the whole interval inside +/-margin.
     ``subject`` names the figure in the evidence sentence, e.g. "accuracy on shapes".
     """
-    if expect not in ("positive", "negative", "no_change"):
-        raise ConfigError(f"check_claim: expect={expect!r}; use 'positive', 'negative' or 'no_change'.")
+    if expect not in ("positive", "negative", "not_worse", "not_better", "no_change"):
+        raise ConfigError(f"check_claim: expect={expect!r}; use 'positive', 'negative', 'not_worse', 'not_better' "
+                          "or 'no_change'.")
     delta = test.delta
     needed_n: int | None = None
-    if expect == "no_change":
+    name = TEST_NAMES.get(test.test, test.test)
+    level = f"{1 - test.alpha:.0%}"
+    p_used: float | None = None
+    if expect in ("not_worse", "not_better", "no_change"):
         if margin <= 0:
             raise ConfigError(
-                "check_claim: expect='no_change' needs margin > 0, the largest change that still counts as "
+                f"check_claim: expect={expect!r} needs margin > 0, the largest change that still counts as "
                 "'no change' (e.g. margin=0.02 for two accuracy points): a test can never show an effect of 0."
             )
-        if -margin <= delta.low and delta.high <= margin:
-            verdict: Verdict = "held"
-            reason = f"the interval lies within +/-{margin:g}"
-        elif delta.low > margin or delta.high < -margin:
-            verdict = "not held"
-            reason = f"the interval lies beyond +/-{margin:g}"
+        if expect == "not_worse":
+            method = f"non-inferiority (margin {margin:g}; lower end of the {level} interval)"
+            if delta.low > -margin:
+                verdict: Verdict = "held"
+                reason = f"the lower end {delta.low:+.3f} lies above -{margin:g}"
+            elif delta.high < -margin:
+                verdict, reason = "not held", f"the whole interval lies below -{margin:g}"
+            else:
+                verdict, reason = "not shown", f"the lower end {delta.low:+.3f} reaches below -{margin:g}"
+        elif expect == "not_better":
+            method = f"non-superiority (margin {margin:g}; upper end of the {level} interval)"
+            if delta.high < margin:
+                verdict, reason = "held", f"the upper end {delta.high:+.3f} lies below +{margin:g}"
+            elif delta.low > margin:
+                verdict, reason = "not held", f"the whole interval lies above +{margin:g}"
+            else:
+                verdict, reason = "not shown", f"the upper end {delta.high:+.3f} reaches above +{margin:g}"
         else:
-            verdict = "not shown"
-            reason = f"the interval crosses +/-{margin:g}"
+            method = f"equivalence (margin +/-{margin:g}; the {level} interval)"
+            if -margin <= delta.low and delta.high <= margin:
+                verdict, reason = "held", f"the interval lies within +/-{margin:g}"
+            elif delta.low > margin or delta.high < -margin:
+                verdict, reason = "not held", f"the interval lies beyond +/-{margin:g}"
+            else:
+                verdict, reason = "not shown", f"the interval crosses +/-{margin:g}"
+        used_margin: float | None = margin
     else:
+        opposite = "negative" if expect == "positive" else "positive"
+        p_used = test.one_sided_p(expect)  # type: ignore[arg-type]
+        p_other = test.one_sided_p(opposite)  # type: ignore[arg-type]
+        sign = ">" if expect == "positive" else "<"
+        method = f"one-sided {name} (delta {sign} 0, alpha {test.alpha:g})"
+        used_margin = None
         wanted = 1.0 if expect == "positive" else -1.0
         observed = float(np.sign(delta.value))
-        if test.significant and observed == wanted:
-            verdict, reason = "held", f"significant at alpha={test.alpha:g}"
-        elif test.significant:
-            verdict, reason = "not held", f"significant at alpha={test.alpha:g} in the opposite direction"
+        if p_used < test.alpha:
+            verdict, reason = "held", f"one-sided {name} p={p_used:.2g} < alpha={test.alpha:g}"
+        elif p_other < test.alpha:
+            verdict = "not held"
+            reason = f"one-sided {name} p={p_other:.2g} < alpha={test.alpha:g} in the opposite direction"
         else:
-            verdict, reason = "not shown", f"not significant at alpha={test.alpha:g}"
+            verdict, reason = "not shown", f"one-sided {name} p={p_used:.2g}, not below alpha={test.alpha:g}"
             if observed == wanted:
                 needed_n = _needed_n_for_observed_effect(test, power)
                 if needed_n is not None:
@@ -520,9 +582,12 @@ def check_claim(
                 reason += "; no change was observed"
             else:
                 reason += "; the observed change goes the other way"
+    if used_margin is not None:
+        reason = f"{method.split(' (')[0]} with margin {used_margin:g}: {reason}"
     evidence = f"{_describe_test(test, subject)}: {reason}"
     held = {"held": True, "not held": False, "not shown": None}[verdict]
-    return ClaimCheck(claim=claim, held=held, verdict=verdict, evidence=evidence, test=test, needed_n=needed_n)
+    return ClaimCheck(claim=claim, held=held, verdict=verdict, evidence=evidence, test=test, needed_n=needed_n,
+                      method=method, p_value=p_used, margin=used_margin)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -695,6 +760,8 @@ def _newcombe_paired_interval(
 
 
 def _needed_n_for_observed_effect(test: PairedTest, power: float) -> int | None:
+    """Samples a one-sided test at the test's alpha (= a two-sided one at 2 alpha) needs to show the observed effect."""
+    alpha = min(2.0 * test.alpha, 0.999)
     if test.test == "mcnemar_exact" and test.before is not None and test.after is not None:
         n = test.delta.n
         b, c = test.n_discordant_b, test.n_discordant_c
@@ -705,10 +772,10 @@ def _needed_n_for_observed_effect(test: PairedTest, power: float) -> int | None:
         delta = (c - b) / n
         return required_sample_size(
             test.before.value, test.before.value + delta, discordance=min(1.0, max((b + c) / n, abs(delta)) + 1e-9),
-            alpha=test.alpha, power=power,
+            alpha=alpha, power=power,
         )
     if test.sd_of_differences is not None and test.delta.value != 0 and test.sd_of_differences > 0:
-        z = _z_two_sided(1.0 - test.alpha) + float(scipy_stats.norm.ppf(power))
+        z = _z_two_sided(1.0 - alpha) + float(scipy_stats.norm.ppf(power))
         return max(2, math.ceil((z * test.sd_of_differences / abs(test.delta.value)) ** 2))
     return None
 
@@ -726,10 +793,8 @@ def _describe_test(test: PairedTest, subject: str) -> str:
     else:
         parts.append(subject)
     parts.append(f"({test.delta_of} = {test.delta.format(3)}, n={test.delta.n})")
-    name = {"mcnemar_exact": "exact McNemar", "paired_bootstrap": "paired bootstrap"}.get(test.test, test.test)
-    parts.append(
-        f"{name} p={test.p_value:.2g} ({test.n_discordant_b} samples worse, {test.n_discordant_c} better)"
-    )
+    # no test and no p here: the verdict's own test (one-sided, or an interval against a margin) follows
+    parts.append(f"({test.n_discordant_b} samples worse, {test.n_discordant_c} better)")
     return " ".join(parts)
 
 

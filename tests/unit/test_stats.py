@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -409,8 +410,27 @@ def test_check_claim_held_quotes_the_numbers():
     assert check.verdict == "held" and check.held is True and check.needed_n is None
     assert check.evidence.startswith(f"accuracy on shapes fell from {test.before} to {test.after}")
     assert "0.81 [" in check.evidence and "0.52 [" in check.evidence
-    assert f"p={test.p_value:.2g}" in check.evidence
-    assert "significant at alpha=0.05" in check.evidence
+    # the claim has a direction, so the one-sided test decides: P(X >= 124), X ~ Binomial(132, 1/2)
+    one_sided = scipy_stats.binomtest(124, 132, 0.5, alternative="greater").pvalue
+    assert check.p_value == pytest.approx(one_sided, rel=1e-9)
+    assert f"one-sided exact McNemar p={one_sided:.2g} < alpha=0.05" in check.evidence
+    assert check.method.startswith("one-sided exact McNemar") and check.margin is None
+
+
+def test_check_claim_is_one_sided_where_two_sided_is_not_significant():
+    # 16 worse, 6 better of 161: two-sided exact McNemar p = 0.052 misses alpha 0.05, the one-sided p = 0.026 does not
+    before, after = paired_flags(both=59, only_before=16, only_after=6, neither=80)
+    test = mcnemar_exact(before, after)
+    assert test.p_value == pytest.approx(scipy_stats.binomtest(16, 22, 0.5).pvalue) and test.p_value > 0.05
+    check = check_claim("accuracy drops", test, "negative")
+    assert check.verdict == "held"
+    assert check.p_value == pytest.approx(scipy_stats.binomtest(16, 22, 0.5, alternative="greater").pvalue)
+    # the bootstrap's two-sided p is symmetric: its one-sided p is half of it in the observed direction
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.5, 0.1, size=80)
+    boot = paired_bootstrap_test(x, x + 0.01 + rng.normal(0, 0.05, size=80))
+    assert boot.one_sided_p("positive") == pytest.approx(boot.p_value / 2)
+    assert boot.one_sided_p("negative") == pytest.approx(1 - boot.p_value / 2)
 
 
 def test_check_claim_opposite_direction_is_not_held():
@@ -420,11 +440,13 @@ def test_check_claim_opposite_direction_is_not_held():
 
 
 def test_check_claim_not_shown_reports_needed_samples():
-    before, after = paired_flags(both=59, only_before=16, only_after=6, neither=80)
+    # 14 worse, 8 better of 161: one-sided p = P(X >= 14 | 22) = 0.14; the needed n is for a one-sided test at
+    # 0.05, i.e. Connor's two-sided formula at alpha 0.10
+    before, after = paired_flags(both=61, only_before=14, only_after=8, neither=78)
     test = mcnemar_exact(before, after)
     check = check_claim("accuracy drops", test, "negative")
     assert check.verdict == "not shown" and check.held is None
-    expected_n = required_sample_size(75 / 161, 65 / 161, discordance=22 / 161)
+    expected_n = required_sample_size(75 / 161, 69 / 161, discordance=22 / 161, alpha=0.10)
     assert check.needed_n == expected_n
     assert f"{expected_n:,} paired samples" in check.evidence
     # The same data cannot support the opposite claim, and then no sample size is quoted.
@@ -440,7 +462,7 @@ def test_check_claim_not_shown_for_scores_uses_normal_approximation():
     test = paired_bootstrap_test(before, after)
     check = check_claim("scores rise", test, "positive", subject="judge score")
     assert check.verdict == "not shown"
-    z = Z95 + scipy_stats.norm.ppf(0.8)
+    z = scipy_stats.norm.ppf(0.95) + scipy_stats.norm.ppf(0.8)  # one-sided at 0.05
     assert check.needed_n == math.ceil((z * test.sd_of_differences / test.delta.value) ** 2)
 
 
@@ -457,13 +479,36 @@ def test_check_claim_no_change_needs_margin_and_uses_interval():
     assert check_claim("no forgetting", mcnemar_exact(before, after), "no_change", margin=0.05).verdict == "not held"
 
 
+def test_check_claim_not_worse_is_non_inferiority():
+    # A gain of +0.05 whose interval reaches past +0.1 "keeps" the accuracy: only the lower end matters.
+    before, after = paired_flags(both=60, only_before=2, only_after=6, neither=12)
+    test = mcnemar_exact(before, after)
+    assert test.delta.value == pytest.approx(0.05) and test.delta.high > 0.1 and -0.1 < test.delta.low < 0
+    assert test.p_value > 0.2  # the superiority test says nothing, and it is not the test of this claim
+    assert check_claim("keeps", test, "no_change", margin=0.1).verdict == "not shown"
+    keeps = check_claim("keeps", test, "not_worse", margin=0.1)
+    assert keeps.verdict == "held" and keeps.margin == 0.1 and keeps.p_value is None
+    assert "non-inferiority with margin 0.1" in keeps.evidence and "p=" not in keeps.evidence
+    # a loss whose whole interval is beyond the margin is "not held"; one that reaches it is "not shown"
+    before, after = paired_flags(both=100, only_before=40, only_after=5, neither=55)
+    lost = mcnemar_exact(before, after)
+    assert check_claim("keeps", lost, "not_worse", margin=0.05).verdict == "not held"
+    assert check_claim("keeps", lost, "not_worse", margin=lost.delta.low * -1 + 0.01).verdict == "held"
+    assert check_claim("keeps", lost, "not_worse", margin=-lost.delta.value).verdict == "not shown"
+    # the mirror for a delta that counts forgetting (base - tuned): at most +margin
+    assert check_claim("forgets at most", replace(lost, delta=replace(lost.delta, value=-lost.delta.value,
+                       low=-lost.delta.high, high=-lost.delta.low)), "not_better", margin=0.05).verdict == "not held"
+
+
 def test_claim_check_to_dict_is_strict_json():
-    before, after = paired_flags(both=59, only_before=16, only_after=6, neither=80)
+    before, after = paired_flags(both=61, only_before=14, only_after=8, neither=78)
     check = check_claim("accuracy drops", mcnemar_exact(before, after), "negative")
     data = json.loads(json.dumps(check.to_dict(), allow_nan=False))
     assert data["verdict"] == "not shown"
     assert data["test"]["delta"]["method"] == "newcombe_paired_wilson"
     assert data["test"]["before"]["value"] == pytest.approx(75 / 161)
+    assert data["p_value"] == pytest.approx(scipy_stats.binomtest(14, 22, 0.5, alternative="greater").pvalue)
+    assert data["method"].startswith("one-sided exact McNemar") and data["margin"] is None
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -28,11 +28,13 @@ def at_least(claim: str, estimate: Estimate | Mapping[str, Any] | None, bar: flo
     est = estimate
     text = (f"{subject} {100 * est.value:.1f}% [{100 * est.low:.1f}%, {100 * est.high:.1f}%] "
             f"({100 * est.confidence:.0f}% paired bootstrap interval, n={est.n})")
+    # "keeps / reaches at least X%" is one-sided: the lower end of the interval decides (a test at alpha/2)
+    method = f"lower end of the {100 * est.confidence:.0f}% interval against {100 * bar:g}%"
     if est.low >= bar:
-        return ClaimCheck(claim, True, "held", f"{text}: the interval lies above {100 * bar:g}%")
+        return ClaimCheck(claim, True, "held", f"{text}: the interval lies above {100 * bar:g}%", method=method)
     if est.high < bar:
-        return ClaimCheck(claim, False, "not held", f"{text}: the interval lies below {100 * bar:g}%")
-    return ClaimCheck(claim, None, "not shown", f"{text}: the interval crosses {100 * bar:g}%")
+        return ClaimCheck(claim, False, "not held", f"{text}: the interval lies below {100 * bar:g}%", method=method)
+    return ClaimCheck(claim, None, "not shown", f"{text}: the interval crosses {100 * bar:g}%", method=method)
 
 
 def _estimate_text(e: Estimate | None) -> str:
