@@ -5,3 +5,4 @@ CONFIG = "config.yaml"  # the resolved config, secrets removed
 SAMPLES = "samples.jsonl"  # one record per judged sample, appended as it goes
 METRICS = "metrics.json"
 DONE = "DONE"  # written last: the run (or sub-run) finished
+PROBE_FILE = "probe.jsonl"  # the judge-free forgetting probe: one row per evaluation point of a study

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from ...config import read_yaml
 from ...errors import DataError
 from ...reports.names import display_names
-from ...reports.probe import probe_row
+from ..probing import probe_row
 from ...runs import read_json, read_jsonl
 from .layout import BASE_DIR, step_folder_name
 from ...runs.layout import CONFIG, DONE, METRICS, SAMPLES

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ... import __version__
-from ...reports.probe import probe_mean, rank_correlation
+from ..probing import probe_mean, rank_correlation
 from ...stats import Estimate, wilson_interval
 from .claims import ForgetsLessClaim, check_claims
 from .metrics import ContinualEstimates, continual_metrics_with_intervals
@@ -154,7 +154,7 @@ class ForgettingPoint(ProbePoint):
 @dataclass
 class ProbeSummary:
     """The probe's curves per strategy, the points with forgetting, and Spearman's rho between the KL on the
-    earlier tasks and that forgetting (:func:`unforget.reports.probe.rank_correlation`'s result, as it returns it)."""
+    earlier tasks and that forgetting (:func:`unforget.studies.probing.rank_correlation`'s result, as it returns it)."""
 
     label_set: str | None
     curves: dict[str, list[ProbePoint]]

@@ -15,7 +15,7 @@ from ...reports.names import display_names
 from ...runs import read_json, read_jsonl
 from ...training.methods.base import METHODS, FinetuneMethod
 from .config import arm_folder_name
-from ...runs.layout import CONFIG, DONE, METRICS, SAMPLES
+from ...runs.layout import CONFIG, DONE, METRICS, PROBE_FILE, SAMPLES
 from ...runs.records import judged
 
 Record = dict[str, Any]  # one line of a samples.jsonl (or alignment, probe, language .jsonl), as written
@@ -142,7 +142,7 @@ def read_emt_run(run_dir: str | Path) -> EmtRun:
                   classes=[int(c) for c in classes] if classes else None, base=base,
                   base_done=(path / "base" / DONE).exists(), base_metrics=base_metrics,
                   base_alignment=read_jsonl(path / "base" / "alignment.jsonl"), arms=arms,
-                  base_probe=[r for r in read_jsonl(path / "base" / "probe.jsonl") if r.get("epoch", 0) == 0],
+                  base_probe=[r for r in read_jsonl(path / "base" / PROBE_FILE) if r.get("epoch", 0) == 0],
                   base_language=[r for r in read_jsonl(path / "base" / LANGUAGE_FILE) if r.get("epoch", 0) == 0])
 
 
@@ -166,7 +166,7 @@ def _read_arm(folder: Path, name: str, method: str, seed: int, base: ByDataset) 
         else:
             arm.partial_epochs.append(epoch)
     arm.alignment = read_jsonl(folder / "alignment.jsonl")
-    arm.probe = [r for r in read_jsonl(folder / "probe.jsonl")
+    arm.probe = [r for r in read_jsonl(folder / PROBE_FILE)
                  if r.get("seed", seed) == seed and int(r.get("epoch", -1)) in arm.epochs]
     arm.language = [r for r in read_jsonl(folder / LANGUAGE_FILE)
                     if r.get("seed", seed) == seed and int(r.get("epoch", -1)) in arm.epochs]

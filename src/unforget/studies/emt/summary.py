@@ -31,7 +31,7 @@ from ... import __version__
 from ...evaluation.metrics import FormatKnowledgeSplit, split_records
 from ...reports.language import change_sentence, change_verdicts
 from ...reports.names import display_names
-from ...reports.probe import probe_mean, rank_correlation
+from ..probing import probe_mean, rank_correlation
 from ...stats import (
     Estimate,
     PairedTest,
@@ -352,7 +352,7 @@ class ProbePoint:
 @dataclass
 class ProbeSummary:
     """The judge-free probe per arm and epoch, and Spearman's rank correlation of its KL with measured forgetting
-    over all points (`reports.probe.rank_correlation`'s result)."""
+    over all points (`studies.probing.rank_correlation`'s result)."""
 
     datasets: list[str]
     label_set: str | None

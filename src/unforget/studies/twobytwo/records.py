@@ -10,7 +10,7 @@ from typing import Any, Sequence
 from ...config import read_yaml
 from ...errors import DataError
 from ...reports.language import language_row
-from ...reports.probe import probe_row
+from ..probing import probe_row
 from ...runs import read_json, read_jsonl
 from .config import CELL_KEYS
 from ...runs.layout import CONFIG, DONE, METRICS, SAMPLES

@@ -14,7 +14,7 @@ Every figure is recomputed from the judged records, pairing the same (dataset, i
 - the Pareto front of target gain against forgetting (on the three other cells, and on the two OOD-image cells);
 - the paper's claims as `stats.check_claim` verdicts (:mod:`.claims`);
 - the judge-free probe per run (KL from the base model per cell, label mass) against the measured forgetting, with
-  Spearman's rank correlation across runs (:mod:`unforget.reports.probe`);
+  Spearman's rank correlation across runs (:mod:`unforget.studies.probing`);
 - language forgetting per run: accuracy on the text set, answer log-likelihood and held-out perplexity with
   bootstrap intervals over items, and their change from the base model paired on the same items
   (:mod:`unforget.reports.language`).
@@ -32,7 +32,7 @@ from typing import Any, Mapping, Sequence
 from ... import __version__
 from ...reports.language import change_sentence, change_verdicts
 from ..language_scores import language_point
-from ...reports.probe import probe_mean, rank_correlation
+from ..probing import probe_mean, rank_correlation
 from ...stats import Estimate, PairedTest, forgetting_delta, wilson_interval
 from .claims import ClaimResult, check_claims
 from .config import CELL_KEYS, CELL_LABELS, OOD_IMAGE_CELLS, OTHER_CELLS, TARGET_CELL
@@ -246,7 +246,7 @@ class ProbePoint:
 
 @dataclass(frozen=True)
 class ProbeCorrelations:
-    """Spearman's rho across runs (`reports.probe.rank_correlation` results) of the probe against forgetting."""
+    """Spearman's rho across runs (`studies.probing.rank_correlation` results) of the probe against forgetting."""
 
     ood_image: dict[str, Any]  # KL against forgetting on the OOD-image cells
     other: dict[str, Any]  # KL against forgetting on the three other cells
