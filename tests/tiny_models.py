@@ -17,7 +17,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-FAMILIES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm", "instructblip")
+from unforget.models.loading import image_only_processor_class
+
+FAMILIES = ("llava", "llava_next", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm", "instructblip", "gemma3")
 
 _CORPUS = [
     "what colour is the shape in the image? answer with one word.",
@@ -68,15 +70,15 @@ _TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_atte
              max_position_embeddings=512, tie_word_embeddings=False)
 
 
-# Packages a family's processor needs beyond unforget's own requirements (transformers 5: video-capable processors
-# build their video processor, which needs torchvision; SmolVLM's writes frame counts with num2words).
-FAMILY_REQUIREMENTS = {"qwen2_vl": ("torchvision",), "qwen2_5_vl": ("torchvision",),
-                       "smolvlm": ("torchvision", "num2words")}
+_SESSION_FOLDERS: dict[str, Path] = {}
 
 
-def missing_requirements(family: str) -> list[str]:
-    """The packages ``family`` needs that this environment lacks (tests skip those families, naming them)."""
-    return [name for name in FAMILY_REQUIREMENTS.get(family, ()) if importlib.util.find_spec(name) is None]
+def session_tiny_model(family: str, tmp_path_factory: Any) -> Path:
+    """``family``'s tiny model, built once per test session (in a pytest temporary folder) and shared by every module:
+    tests must not change it (copy it first)."""
+    if family not in _SESSION_FOLDERS:
+        _SESSION_FOLDERS[family] = make_tiny_model(family, tmp_path_factory.mktemp(f"tiny-{family}") / "model")
+    return _SESSION_FOLDERS[family]
 
 
 def make_tiny_model(family: str, folder: str | Path, *, seed: int = 0) -> Path:
@@ -85,9 +87,6 @@ def make_tiny_model(family: str, folder: str | Path, *, seed: int = 0) -> Path:
         builder = _BUILDERS[family]
     except KeyError:
         raise ValueError(f"no tiny builder for family '{family}'; known: {', '.join(FAMILIES)}") from None
-    missing = missing_requirements(family)
-    if missing:
-        raise ImportError(f"{family}'s processor needs {', '.join(missing)}: pip install {' '.join(missing)}")
     folder = Path(folder)
     torch.manual_seed(seed)
     model, processor = builder()
@@ -194,11 +193,10 @@ _QWEN_PIXELS = dict(patch_size=4, merge_size=2, temporal_patch_size=2,
 
 
 def _qwen_processor(cls: Any, tok: Any) -> Any:
-    # patch 4, merge 2: images are resized to multiples of 8 px between 8x8 and 32x32 pixels
-    from transformers import Qwen2VLVideoProcessor
-
-    return cls(image_processor=_image_processor("Qwen2VLImageProcessor", **_QWEN_PIXELS), tokenizer=tok,
-               video_processor=Qwen2VLVideoProcessor(**_QWEN_PIXELS), chat_template=QWEN2_VL_TEMPLATE)
+    # patch 4, merge 2: images are resized to multiples of 8 px between 8x8 and 32x32 pixels; no video part (as
+    # unforget loads these processors: their video processor needs torchvision)
+    return image_only_processor_class(cls)(image_processor=_image_processor("Qwen2VLImageProcessor", **_QWEN_PIXELS),
+                                           tokenizer=tok, chat_template=QWEN2_VL_TEMPLATE)
 
 
 def _qwen_ids(tok: Any) -> dict[str, int]:
@@ -266,15 +264,14 @@ def _build_idefics3() -> tuple[Any, Any]:
 
 
 def _build_smolvlm() -> tuple[Any, Any]:
-    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMProcessor, SmolVLMVideoProcessor
+    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMProcessor
 
     tok, vision, image_processor = _idefics_parts("<|im_start|>", "<|im_end|>", SMOLVLM_TEMPLATE,
                                                   "SmolVLMVisionConfig", "SmolVLMImageProcessor")
     config = SmolVLMConfig(vision_config=vision, text_config=_text_config("LlamaConfig", len(tok), tok),
                            image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=2)
-    processor = SmolVLMProcessor(image_processor=image_processor, tokenizer=tok,
-                                 video_processor=SmolVLMVideoProcessor(max_image_size={"longest_edge": 16}),
-                                 image_seq_len=4, chat_template=SMOLVLM_TEMPLATE)
+    processor = image_only_processor_class(SmolVLMProcessor)(image_processor=image_processor, tokenizer=tok,
+                                                             image_seq_len=4, chat_template=SMOLVLM_TEMPLATE)
     return SmolVLMForConditionalGeneration(config), processor
 
 
@@ -308,7 +305,44 @@ def _build_instructblip() -> tuple[Any, Any]:
     return InstructBlipForConditionalGeneration(config), processor
 
 
+GEMMA3_TEMPLATE = (  # google/gemma-3-4b-it, without its system-prompt folding
+    "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'assistant' %}{% set role = 'model' %}"
+    "{% else %}{% set role = message['role'] %}{% endif %}<start_of_turn>{{ role }}\n"
+    "{% if message['content'] is string %}{{ message['content'] | trim }}{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<start_of_image>{% elif item['type'] == 'text' %}{{ item['text'] | trim }}"
+    "{% endif %}{% endfor %}{% endif %}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+def _build_gemma3() -> tuple[Any, Any]:
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor, SiglipVisionConfig
+
+    tok = family_tokenizer(bos="<bos>", eos="<end_of_turn>", pad="<pad>",
+                           special={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+                                    "image_token": "<image_soft_token>"},
+                           extra=["<start_of_turn>"], chat_template=GEMMA3_TEMPLATE)
+    # 16 px images of 4 px patches (4x4) pooled to 2x2 = 4 image tokens
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                image_size=16, patch_size=4)
+    text = _text_config("Gemma3TextConfig", len(tok), tok, head_dim=16, sliding_window=64)
+    config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
+                          boi_token_index=tok.convert_tokens_to_ids("<start_of_image>"),
+                          eoi_token_index=tok.convert_tokens_to_ids("<end_of_image>"),
+                          image_token_index=tok.convert_tokens_to_ids("<image_soft_token>"), tie_word_embeddings=False)
+    image_processor = _image_processor("Gemma3ImageProcessor", size={"height": 16, "width": 16})
+    processor = Gemma3Processor(image_processor=image_processor, tokenizer=tok, image_seq_length=4,
+                                chat_template=GEMMA3_TEMPLATE)
+    model = Gemma3ForConditionalGeneration(config)
+    # transformers initialises the projection to zeros (released weights replace it): a random one, as a trained
+    # model's, so that the image reaches the language model and gradients reach the vision tower
+    with torch.no_grad():
+        model.model.multi_modal_projector.mm_input_projection_weight.normal_(std=0.2)
+    return model, processor
+
+
 _BUILDERS: dict[str, Callable[[], tuple[Any, Any]]] = {
+    "gemma3": _build_gemma3,
     "llava": _build_llava,
     "llava_next": _build_llava_next,
     "qwen2_vl": _build_qwen2_vl,

@@ -21,7 +21,7 @@ from .runs.secrets import is_secret_name
 # settings that change speed or logging, not the numbers a run reports
 NON_IDENTITY_KEYS = frozenset({"out", "device", "device_map", "attn_implementation", "num_workers",
                                "log_every_steps", "save_every_steps", "tensorboard", "keep_checkpoints",
-                               "overwrite"})
+                               "overwrite", "cache_vision_features"})
 # sections whose batch size only batches inference (a training batch size changes the numbers: kept)
 INFERENCE_SECTIONS = frozenset({"eval", "probe", "language"})
 DATASET_KEYS = frozenset({"dataset", "datasets", "extra_datasets", "leak_labels", "label_set", "tasks",

@@ -4,17 +4,14 @@ import json
 
 import pytest
 
-from tests.tiny_models import FAMILIES, make_tiny_model, missing_requirements
+from tests.tiny_models import FAMILIES, session_tiny_model
 from unforget.cli import main
 from unforget.runs import read_jsonl
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_eval_answers_in_both_modes(family, tmp_path):
-    missing = missing_requirements(family)
-    if missing:
-        pytest.skip(f"{family} needs {', '.join(missing)}")
-    folder = make_tiny_model(family, tmp_path / family)
+def test_eval_answers_in_both_modes(family, tmp_path, tmp_path_factory):
+    folder = session_tiny_model(family, tmp_path_factory)
     for mode in ("generate", "rank"):
         out = tmp_path / f"run-{mode}"
         rc = main(["eval", "--model", str(folder), "--datasets", "shapes", "--limit", "3", "--batch-size", "2",

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.tiny_models import FAMILIES, make_tiny_model, missing_requirements
+from tests.tiny_models import FAMILIES, session_tiny_model
 from unforget.errors import ModelLoadError
 from unforget.models.loading import load_model
 from unforget.models.prompting import build_prompt, encode_batch
@@ -29,14 +29,9 @@ PROMPT_OF_FIRST_QUESTION = {
     "idefics3": "<|begin_of_text|>User:<image>what colour is it?<end_of_utterance>\nAssistant:",
     "smolvlm": "<|im_start|>User:<image>what colour is it?<end_of_utterance>\nAssistant:",
     "instructblip": "what colour is it?",  # no chat template: the question is the prompt
+    "gemma3": "<bos><start_of_turn>user\n<start_of_image>what colour is it?<end_of_turn>\n<start_of_turn>model\n",
 }
 PROMPT_OF_FIRST_QUESTION["qwen2_5_vl"] = PROMPT_OF_FIRST_QUESTION["qwen2_vl"]
-
-
-def _family_param(family: str):
-    missing = missing_requirements(family)
-    reason = f"{family}'s processor needs {', '.join(missing)} (not installed)"
-    return pytest.param(family, marks=pytest.mark.skipif(bool(missing), reason=reason))
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +41,15 @@ def images() -> list[Image.Image]:
     return [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in ((20, 28), (48, 12))]
 
 
-@pytest.fixture(scope="module", params=[_family_param(f) for f in FAMILIES])
+@pytest.fixture(scope="module", params=FAMILIES)
 def family_folder(request, tmp_path_factory):
     family = request.param
-    return family, make_tiny_model(family, tmp_path_factory.mktemp(family))
+    return family, session_tiny_model(family, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def llava_folder(tmp_path_factory):
-    return make_tiny_model("llava", tmp_path_factory.mktemp("llava-options"))
+    return session_tiny_model("llava", tmp_path_factory)
 
 
 def _greedy(lm, enc, n: int) -> torch.Tensor:

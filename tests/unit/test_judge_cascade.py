@@ -138,4 +138,4 @@ def test_registered_and_configuration_errors():
     with pytest.raises(JudgeError, match="at least one"):
         CascadeJudge([])
     assert CascadeJudge(["exact"]).identity() == {"judge": "cascade", "version": "1",
-                                                  "stages": [{"judge": "exact", "version": "1"}]}
+                                                  "stages": [{"judge": "exact", "version": "2"}]}

@@ -157,7 +157,7 @@ def test_finetune_run(tmp_path, capsys, plotted):
     assert "10 of 1,000 (1.00%)" in text and "2.0000 / 0.5000" in text and "finished" in text
     assert "holds no evaluation" in text
     assert (run / "plots" / "loss.png").read_bytes().startswith(PNG_MAGIC)
-    assert plotted["series"] == ["loss per step"]
+    assert plotted["series"] == ["loss per step", "learning rate"]
 
 
 def test_an_unfinished_finetune_run_reports_what_it_has(tmp_path, capsys):
@@ -446,4 +446,4 @@ def test_every_kind_run_json_records_has_one_report():
     from unforget.studies.report import report_writers
 
     assert sorted(report_writers()) == sorted(["eval", "finetune", "emt", "2x2", "continual", "survey", "tailor-study",
-                                      "tailor", "judge-validate"])
+                                      "tailor", "judge-validate", "harness-compare"])

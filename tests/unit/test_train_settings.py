@@ -33,7 +33,7 @@ DATA_DECIDED = {"datasets", "mix_strategy", "interleave_probs", "budget", "mix_b
 CHANGED = dict(split="validation", limit=7, sampling="head", sampling_seed=3, template=1, classes=[0, 2],
                shuffle=False, max_steps=5, batch_size=3, grad_accum=2, lr_scheduler="linear", warmup_ratio=0.1,
                weight_decay=0.01, max_grad_norm=0.5, mixed_precision="no", gradient_checkpointing=True,
-               save_every_steps=4, log_every_steps=2, num_workers=1)
+               save_every_steps=4, log_every_steps=2, num_workers=1, cache_vision_features=False)
 
 
 def _fields(cls: type) -> set[str]:

@@ -344,3 +344,15 @@ def test_probe_missing_for_a_run_and_absent_altogether(probed_dir, run_dir):
     for path in probed_dir.rglob("probe.jsonl"):
         path.unlink()
     assert summarise_twobytwo(probed_dir).to_dict()["probe"] is None
+
+
+def test_replay_of_a_text_only_source_is_refused_before_generating(tmp_path):
+    # conversation / text sets have no image to ask the base model about: the error names the source and the fix
+    from unforget.runs import RunDir
+    from unforget.studies.twobytwo.config import HybridSource
+    from unforget.studies.twobytwo.replay import write_replay_set
+
+    source = HybridSource(name="chat", dataset="text", replay=True, split="test")
+    with pytest.raises(ConfigError, match=r"replay source 'chat' \(text\) holds text-only samples.*replay: false"):
+        write_replay_set(None, source, 4, RunDir(tmp_path), None)  # type: ignore[arg-type]
+    assert not (tmp_path / "replay.jsonl").exists()

@@ -16,14 +16,14 @@ from rich.logging import RichHandler
 
 from .. import __version__
 from ..errors import UnforgetError
-from . import config, eval, finetune, judge, ls, plan, report, study, tailor, zoo
+from . import compare_logs, config, eval, finetune, judge, ls, plan, report, study, tailor, zoo
 from .console import console
 from .verb import Verb
 
 # in the order `unforget --help` lists them
 VERBS: dict[str, Verb] = {verb.name: verb for verb in (
     ls.VERB, config.VERB, eval.VERB, zoo.VERB, finetune.VERB, tailor.VERB, study.VERB, report.VERB, judge.VERB,
-    plan.VERB,
+    plan.VERB, compare_logs.VERB,
 )}
 
 
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"unforget {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--width", type=int, help="console width in columns (default: the terminal's; piped: 200)")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for verb in VERBS.values():
         verb.add_arguments(sub.add_parser(verb.name, help=verb.help, description=verb.help))
@@ -56,6 +57,8 @@ def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | No
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parse_command_line(parser, argv)
+    if args.width:
+        os.environ["UNFORGET_WIDTH"] = str(args.width)  # read by console.console(), which every verb calls
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
                         handlers=[RichHandler(show_path=False, show_time=False, markup=False)])
     for noisy in ("transformers", "httpx", "urllib3", "datasets", "matplotlib", "PIL"):

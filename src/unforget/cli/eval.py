@@ -4,7 +4,9 @@ answers again where a verdict is missing (no generation)."""
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +17,7 @@ from .. import config as unforget_config  # used as unforget_config.load_config:
 from ..errors import ConfigError, UnforgetError
 from ..reports.names import display_names
 from ..runs import RunDir, read_manifest, write_manifest
+from ..studies.report import write_run_report
 from .arguments import add_model_args, add_overwrite_arg, model_overrides, split_list
 from .console import ProgressTracker, console, progress_bar, report_unjudged
 from .verb import Verb
@@ -81,10 +84,14 @@ def run_eval(args: argparse.Namespace) -> int:
         base["model"] = model_overrides(args)
     if args.rejudge:
         return run_rejudge(args, base)
+    trained = finetuned_model(args.model) if getattr(args, "model", None) else None
+    if trained is not None:  # the base model and the run's trained weights: identity and config.yaml say both
+        base["model"] = {**base.get("model", {}), "name": trained.base, "adapter": str(trained.checkpoint)}
     cfg = unforget_config.load_config(EvalConfig, args.config, args.overrides, base=base)
     cfg.validate()
     if cfg.out is None:
-        cfg.out = str(Path("runs") / "eval" / f"{Path(cfg.model.name).name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        named = Path(args.model).name if trained is not None else Path(cfg.model.name).name
+        cfg.out = str(Path("runs") / "eval" / f"{named}-{time.strftime('%Y%m%d-%H%M%S')}")
     # every name resolved and the folder's identity checked before the model loads; nothing is created on failure
     run = open_checked_run(cfg.out, "eval", cfg, main=current_shard().is_main, overwrite=args.overwrite,
                            drop=("batch_size",))
@@ -92,13 +99,79 @@ def run_eval(args: argparse.Namespace) -> int:
     con = console()
     con.print(f"[bold]unforget eval[/] model={cfg.model.name} datasets={','.join(cfg.datasets)} mode={cfg.mode} "
               f"-> {run.path}")
+    lm = None
+    if trained is not None:
+        con.print(f"fine-tuning run {args.model}: {trained.method} checkpoint {trained.checkpoint} on {trained.base}")
+        lm = trained.open(cfg.model)
     with progress_bar() as prog:
-        result = evaluate(cfg, run=run, progress=ProgressTracker(prog))
+        result = evaluate(cfg, lm=lm, run=run, progress=ProgressTracker(prog))
     if not result.main_process:  # a sharded run (accelerate launch): the main process writes and prints
         return 0
     run.write_metrics(eval_metrics_document(cfg, result))
     print_eval_table(con, result)
+    _, files = write_run_report(run.path, "eval")  # as every study does: the report beside the records
+    con.print(f"report: {files.html}")
     return report_unjudged(con, run.path)  # 3 with the --rejudge command when verdicts are missing
+
+
+@dataclass(frozen=True)
+class FinetunedModel:
+    """What ``--model RUN_DIR`` of `unforget finetune` names: its base model, its newest complete checkpoint, and
+    the method that saved it (whose ``open_checkpoint`` makes the model to evaluate)."""
+
+    base: str
+    checkpoint: Path
+    method: str
+
+    def open(self, model: Any) -> Any:
+        # start-up time: the methods load torch and peft, only once a fine-tuning run is evaluated
+        from ..models.loading import process_device
+        from ..training.methods.base import METHODS
+
+        return METHODS.get(self.method).open_checkpoint(
+            self.checkpoint, self.base, dtype=model.dtype, device=process_device(model.device),
+            device_map=model.device_map, attn_implementation=model.attn_implementation)
+
+
+def _global_step(checkpoint: Path) -> int:
+    try:
+        return int(json.loads((checkpoint / "trainer_state.json").read_text()).get("global_step") or 0)
+    except (ValueError, OSError):
+        return -1  # unreadable: the others come first
+
+
+def finetuned_model(name: str) -> FinetunedModel | None:
+    """``name`` as a fine-tuning run folder (or one checkpoint folder of one): None when it is something else (a
+    model folder, a zoo name, a hub id). A peft adapter folder given as the model, and a fine-tuning run without a
+    complete checkpoint, are refused with what to pass instead."""
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        return None
+    if (folder / "adapter_config.json").is_file() and not (folder / "trainer_state.json").is_file():
+        raise ConfigError(f"{folder} is a peft adapter, not a model: pass the base model as --model and this folder "
+                          f"as --adapter (unforget eval --model BASE --adapter {folder} ...)")
+    run, checkpoint = folder, None
+    if (folder / "trainer_state.json").is_file() and folder.parent.name == "checkpoints":
+        run, checkpoint = folder.parent.parent, folder
+    config = run / "config.yaml"
+    if not config.is_file() or (run / "config.json").is_file():
+        return None
+    data = unforget_config.read_yaml(config)
+    if "method" not in data or "data" not in data:
+        return None
+    base = str((data.get("model") or {}).get("name") or "")
+    if not base:
+        raise ConfigError(f"{config} names no base model (model.name): evaluate the checkpoint with "
+                          f"--model BASE --adapter {run / 'checkpoints' / 'epoch-N'}")
+    if checkpoint is None:
+        done = [c for c in sorted((run / "checkpoints").glob("*")) if (c / "trainer_state.json").is_file()
+                and not c.name.startswith(".")]
+        if not done:
+            raise ConfigError(f"{run} is a fine-tuning run without a complete checkpoint yet (none in "
+                              f"{run / 'checkpoints'}): let it finish an epoch, or evaluate other weights with "
+                              "--model BASE --adapter ADAPTER_DIR")
+        checkpoint = max(done, key=lambda c: (_global_step(c), c.name))
+    return FinetunedModel(base, checkpoint, str(data["method"]))
 
 
 def run_rejudge(args: argparse.Namespace, base: dict[str, Any]) -> int:
@@ -175,8 +248,14 @@ def record_rejudged_identity(folder: Path, cfg: Any) -> None:
     write_manifest(folder, manifest)
 
 
+EVAL_COLUMNS_LEGEND = ("no-class: share of answers that name no class; top-1 share: share of the answers naming a "
+                       "class that name the most frequent one (1.0: one class for everything); unjudged: answers "
+                       "without a verdict yet (--rejudge); skipped: unreadable samples (--skip-bad)")
+
+
 def print_eval_table(con: Console, result: EvalResult) -> None:
-    table = Table(title="accuracy (95% Wilson interval)", title_justify="left")
+    table = Table(title="accuracy (95% Wilson interval)", title_justify="left", caption=EVAL_COLUMNS_LEGEND,
+                  caption_justify="left")
     kinds = sorted({k for r in result.results.values() for k in r.baselines})
     for col in ("dataset", "n", "MLLM accuracy", "interval", *kinds, "no-class", "top-1 share", "unjudged", "skipped"):
         table.add_column(col)

@@ -46,12 +46,18 @@ def add_finetune(p: argparse.ArgumentParser) -> None:
                    help="dotted overrides, e.g. method_options.r=16 warmup_ratio=0.1 data.shuffle=false")
 
 
+TRAIN_PREFIX = "train."  # the studies' section holding these settings: `train.epochs=1` means the same here
+
+
 def split_method_options(overrides: list[str]) -> tuple[list[str], dict[str, Any]]:
     """``method_options.r=16`` overrides as a mapping (method_options is a free-form mapping, checked by the
-    method's own options dataclass), and the other overrides."""
+    method's own options dataclass), and the other overrides. ``train.X=V`` is read as ``X=V``: a study's
+    ``train`` section is this verb's whole config, so the same override works for both."""
     rest: list[str] = []
     options: dict[str, Any] = {}
     for text in overrides:
+        if text.startswith(TRAIN_PREFIX):
+            text = text[len(TRAIN_PREFIX):]
         if text.startswith("method_options."):
             keys, value = parse_override(text)
             node = options
@@ -114,6 +120,11 @@ def run_finetune(args: argparse.Namespace) -> int:
         for key, value in rows:
             table.add_row(key, value)
         con.print(table)
+        # start-up time: the study registries load torch (already loaded by now)
+        from ..studies.report import write_run_report
+
+        _, files = write_run_report(result.out, "finetune")
+        con.print(f"report: {files.html}")
     return 0
 
 

@@ -8,6 +8,7 @@ from this table by :class:`NamesHelpFormatter` when help is shown, so no help te
 from __future__ import annotations
 
 import argparse
+import inspect
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -94,7 +95,9 @@ def _dataset_row(e: Entry[Any]) -> list[Any]:
 
 
 def _format_row(e: Entry[Any]) -> list[Any]:
-    return [f"{e.name}:PATH", e.description, e.meta.get("source", "")]
+    # the loader's keyword options (format:PATH?option=value), read from its signature: never listed by hand
+    options = [p for p in inspect.signature(e.obj).parameters if p != "path"]
+    return [f"{e.name}:PATH", e.description, e.meta.get("source", ""), ", ".join(options)]
 
 
 def _name_row(e: Entry[Any]) -> list[Any]:
@@ -126,7 +129,7 @@ REGISTRIES: dict[str, RegistryListing] = {
     "datasets": RegistryListing("datasets", _datasets, ("name", "task", "classes", "train", "test", "role", "source"),
                                 _dataset_row, also=("formats",)),
     "formats": RegistryListing("dataset formats (--datasets FORMAT:PATH)", _formats,
-                               ("format", "description", "layout"), _format_row),
+                               ("format", "description", "layout", "options"), _format_row),
     "judges": RegistryListing("judges", _judges),
     "methods": RegistryListing("fine-tuning methods", _methods),
     "tailoring": RegistryListing("tailoring", _tailoring),

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
-from ..config import find_config, read_yaml
+from ..config import apply_overrides, find_config, read_yaml
 from ..runs import atomic_write_json
 from .console import console
 from .verb import Verb
@@ -27,6 +28,19 @@ def add_plan(p: argparse.ArgumentParser) -> None:
                    help="bf16 peak per GPU, for the time estimate (default: H100 SXM, 989)")
     p.add_argument("--mfu", type=float, default=DEFAULT_MFU, help="model FLOP utilisation assumed (default 0.35)")
     p.add_argument("--json", help="also write the plan as JSON to this file")
+    p.add_argument("overrides", nargs="*", help="dotted overrides of the study config, as `unforget study` takes them "
+                                                "(train.batch_size=8 model.dtype=float16)")
+
+
+def with_overrides(path: Path, study: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """The study config with dotted overrides set (``train.epochs=2``), each key checked against the config class
+    of the study the file belongs to (configs/<study>/...), as `unforget study` checks them."""
+    if not overrides:
+        return study
+    from ..studies.base import STUDIES  # start-up time: the study registry loads torch, only with overrides
+
+    kind = path.parent.name if path.parent.name in STUDIES.names() else None
+    return apply_overrides(study, overrides, STUDIES.get(kind).config_class if kind else None)
 
 
 def _gib(n: int | float) -> str:
@@ -41,12 +55,10 @@ def run_plan(args: argparse.Namespace) -> int:
     from ..planning.study_plan import DEFAULT_TEXT_TOKENS, GIB, plan_study, study_hours  # start-up time: loads torch
 
     path = find_config(args.config)
-    study = read_yaml(path)
+    study = with_overrides(path, read_yaml(path), args.overrides or [])
     plan = plan_study(study, processes=args.processes, device_memory=int(args.gpu_memory * GIB),
                       text_tokens=args.text_tokens or DEFAULT_TEXT_TOKENS)
-    con = console()
-    if not con.is_terminal:  # a file or a pipe: wide enough for the table instead of rich's 80 columns
-        con = Console(width=160)
+    con = console()  # piped: wide enough for the table (console.PIPED_WIDTH), not rich's 80 columns
     p = plan.parameters
     con.print(f"[bold]{path}[/]: {plan.model} in {plan.dtype} on {plan.processes} x {args.gpu_memory:g} GiB")
     con.print(f"parameters {p.total:,} = vision {p.vision:,} + projector {p.projector:,} + language {p.language:,}"

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from ..config import load_config
+from ..config import list_configs, load_config
 from ..studies.base import STUDIES
 from .arguments import add_overwrite_arg, overwrite_run
 from .console import ProgressTracker, console, progress_bar, report_unjudged
@@ -26,6 +26,9 @@ def add_study(p: argparse.ArgumentParser) -> None:
 
 def run_study(args: argparse.Namespace) -> int:
     study = STUDIES.get(args.name)
+    if not args.config and not (getattr(args, "models", None) or getattr(args, "datasets", None)):
+        print_study_usage(study.name)  # a whole default study is hours of compute: never started unasked
+        return 2
     base: dict = {"out": args.out} if args.out else {}
     for key in ("models", "datasets"):  # list fields of the studies that have them (survey)
         if getattr(args, key, None):
@@ -43,6 +46,19 @@ def run_study(args: argparse.Namespace) -> int:
         if (out / name).exists():
             con.print(f"  {out / name}")
     return report_unjudged(con, out)  # 3 with the --rejudge command when verdicts are missing
+
+
+def print_study_usage(name: str) -> None:
+    shipped = [c for c in list_configs() if c.startswith(f"{name}/")]
+    con = console()
+    con.print(f"usage: unforget study {name} -c CONFIG [--out DIR] [KEY=VALUE ...]", markup=False, highlight=False)
+    con.print(f"a study runs from a config (nothing was started). Shipped {name} configs:", markup=False,
+              highlight=False)
+    for config in shipped or ["(none: write a YAML file; see `unforget config list`)"]:
+        con.print(f"  {config}", markup=False, highlight=False)
+    if shipped:
+        con.print(f"e.g. unforget study {name} -c {shipped[0]}   (copy one to edit: unforget config cp {shipped[0]} "
+                  "my.yaml)", markup=False, highlight=False)
 
 
 VERB = Verb("study", "run a whole study (`unforget ls studies`) to a run folder and report",

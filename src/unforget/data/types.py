@@ -14,7 +14,9 @@ from PIL import Image
 from ..errors import BadSampleError, DataError
 
 ImageLike = Union[Image.Image, np.ndarray, str, Path, bytes]
-Task = Literal["classification", "vqa", "caption", "text"]
+Task = Literal["classification", "vqa", "caption", "text", "multiple_choice"]
+CHOICE_MATCHERS = ("vlmevalkit", "strict")
+"""How a multiple-choice answer is read as an option letter (:mod:`unforget.evaluation.choices`)."""
 
 # Decompression-bomb guard: refuse images above this many pixels (Pillow warns at 89M, errors at 179M).
 MAX_IMAGE_PIXELS = 64_000_000
@@ -108,6 +110,17 @@ class Sample:
             raise
 
 
+@dataclass(frozen=True)
+class ChoiceSettings:
+    """How a multiple-choice set is scored. ``matcher``: one of :data:`CHOICE_MATCHERS`. ``circular``: MMBench's
+    CircularEval (every question asked once per rotation of its options; right only when every rotation is).
+    ``rank_by``: what rank mode scores, the option ``letter`` or the option ``text``."""
+
+    matcher: str = "vlmevalkit"
+    circular: bool = False
+    rank_by: str = "letter"
+
+
 @dataclass
 class ImageDataset:
     """A named dataset: splits of samples plus its prompts, class names and synonyms (data, not code)."""
@@ -121,6 +134,11 @@ class ImageDataset:
     source: str = ""
     description: str = ""
     version: str = "1"
+    choice: ChoiceSettings | None = None  # multiple-choice sets: how answers are read and scored
+    # free-answer benchmarks: the scorer of evaluation/scorers.py ("vqa", "exact", "pope"; "" = judged accuracy
+    # only) and the answer list rank mode ranks and "names no class" reads against (empty: the set's references)
+    metric: str = ""
+    answer_list: list[str] = field(default_factory=list)
 
     def split(self, name: str) -> list[Sample]:
         try:

@@ -1,7 +1,7 @@
 """Visual-text alignment (EMT's explanation of why early fine-tuning helps).
 
-For each image: the mean of its projected image tokens (what the language model receives) against the language
-model's input embeddings of every class name (mean over the name's tokens). Reported: the cosine with the true
+For each image: the mean of its projected image tokens (what the language model receives in place of the image
+placeholder, for every family whose image enters as tokens) against the language model's input embeddings of every class name (mean over the name's tokens). Reported: the cosine with the true
 class, and the rank of the true class among all classes under that cosine.
 """
 
@@ -13,6 +13,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..errors import ConfigError
+from ..models.families import family_of
+from ..models.features import base_model, image_token_features
 from ..models.loading import LoadedModel
 
 
@@ -29,36 +32,29 @@ class AlignmentResult:
         return asdict(self)
 
 
-def _unwrap(model: Any) -> Any:
-    """The LLaVA model under a peft wrapper."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
+def alignment_unsupported(lm: LoadedModel) -> str | None:
+    """Why the alignment does not apply to ``lm``'s family (None: it applies)."""
+    return family_of(lm.family).no_alignment
 
 
 @torch.inference_mode()
 def visual_text_alignment(lm: LoadedModel, dataset: str, images: Sequence[Any], labels: Sequence[int],
                           class_names: Sequence[str], batch_size: int = 64) -> AlignmentResult:
-    model = _unwrap(lm.model)
-    embed = model.get_input_embeddings()
+    """Any family whose image tokens enter the language model among the word embeddings (see
+    :func:`alignment_unsupported`); the image tokens are what ``get_image_features`` gives for the image as the
+    family's processor prepares it."""
+    reason = alignment_unsupported(lm)
+    if reason is not None:
+        raise ConfigError(f"visual-text alignment does not apply to {lm.source}: {reason}")
+    embed = base_model(lm.model).get_input_embeddings()
     tok = lm.tokenizer
     names = []
     for c in class_names:
         ids = torch.tensor(tok(c, add_special_tokens=False)["input_ids"], device=embed.weight.device)
         names.append(embed(ids).float().mean(0))
     text = torch.nn.functional.normalize(torch.stack(names), dim=-1)
-    proc = getattr(lm.processor, "image_processor", lm.processor)
-    feats = []
-    for i in range(0, len(images), batch_size):
-        pix = proc(list(images[i : i + batch_size]), return_tensors="pt")["pixel_values"]
-        out = model.get_image_features(pixel_values=pix.to(lm.device, model.dtype))
-        out = getattr(out, "pooler_output", out)
-        if isinstance(out, (list, tuple)):
-            out = torch.stack([o.mean(0) for o in out])
-        else:
-            out = out.mean(1)
-        feats.append(out.float())
-    img = torch.nn.functional.normalize(torch.cat(feats), dim=-1)
-    cos = (img @ text.T).cpu().numpy()
+    img = torch.nn.functional.normalize(image_token_features(lm, images, batch_size), dim=-1)
+    cos = (img @ text.T.cpu()).numpy()
     y = np.asarray(labels)
     true = cos[np.arange(len(y)), y]
     other = cos.copy()

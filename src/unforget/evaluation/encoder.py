@@ -4,7 +4,7 @@
   folder given with ``--encoder``) scores images against class-name prompts; the classifier is built once from
   class names x templates, batched, as open_clip's ``build_zero_shot_classifier`` does.
 * linear probe: logistic regression (scikit-learn) on the frozen vision-tower features of the train split, scored
-  on the test split. Works for any model that exposes its vision tower.
+  on the test split. Works for every supported family (models/families.py says where its features are read).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 from ..data import ImageDataset, Sample
 from ..data.sampling import SamplingStrategy, select_split
 from ..errors import BadSampleError, ModelLoadError
+from ..models.features import vision_encoder_features
 from ..models.loading import LoadedModel
 from ..stats import wilson_interval
 
@@ -122,25 +123,15 @@ def zero_shot_accuracy(encoder: str, ds: ImageDataset, split: str = "test", limi
     return BaselineResult("zero-shot", ds.name, len(labels), est.value, est.low, est.high, encoder=encoder)
 
 
-@torch.inference_mode()
 def vision_features(lm: LoadedModel, images: Sequence[Any], batch_size: int = 64) -> np.ndarray:
-    """Frozen features of the MLLM's vision tower at the layer the model feeds its projector (mean over patches)."""
-    model = lm.model
-    get_base = getattr(model, "get_base_model", None)  # a peft-wrapped model: look inside
-    model = get_base() if callable(get_base) else model
-    inner = getattr(model, "model", model)
-    tower = getattr(inner, "vision_tower", None) or getattr(model, "vision_tower", None)
-    if tower is None:
-        raise ModelLoadError(f"{lm.source}: the model exposes no vision_tower; the linear probe needs one")
-    layer = getattr(model.config, "vision_feature_layer", -1)
-    layer = layer[-1] if isinstance(layer, (list, tuple)) else layer
-    proc = getattr(lm.processor, "image_processor", lm.processor)
-    feats = []
-    for i in range(0, len(images), batch_size):
-        pix = proc(images[i : i + batch_size], return_tensors="pt")["pixel_values"].to(lm.device, model.dtype)
-        hidden = tower(pix, output_hidden_states=True).hidden_states[layer]
-        feats.append(hidden[:, 1:].mean(1).float().cpu() if hidden.shape[1] > 1 else hidden[:, 0].float().cpu())
-    return torch.cat(feats).numpy()
+    """Frozen features of the MLLM's vision encoder as its projector reads them, mean over patches (LLaVA: the
+    ``vision_feature_layer`` without CLS; Qwen2-VL: the merger's input; Idefics3/SmolVLM: the connector's input;
+    InstructBLIP: the vision model's output)."""
+    try:
+        return vision_encoder_features(lm, images, batch_size).numpy()
+    except LookupError as exc:
+        raise ModelLoadError(f"{lm.source}: the linear probe reads the vision features at the module '{exc}' "
+                             f"({lm.family}), which this model does not have") from exc
 
 
 def linear_probe_accuracy(lm: LoadedModel, ds: ImageDataset, *, train_split: str = "train", split: str = "test",

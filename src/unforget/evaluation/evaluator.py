@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 from ..data import ImageDataset, Sample, load_dataset
@@ -21,12 +21,14 @@ from ..scale import sharding  # looked up at each call (sharding.shard_records):
 from ..scale.batching import with_oom_backoff
 from . import ranking  # looked up at each call (ranking.rank_classes), as for sharding
 from .captioning import CaptionMetrics, caption_metrics, sample_references
+from .choices import ChoiceSummary, choice_records, choice_summary
 from .config import EvalConfig
 from .encoder import find_encoder, linear_probe_accuracy, zero_shot_accuracy
 from .generation import GenerationRequest, generate_answers
 from .judges.base import JUDGES, JudgeItem, Verdict, build_judges, judge_stats
 from .judges.exact import ExactJudge
 from .metrics import ClassificationMetrics, FormatKnowledgeSplit, classification_metrics, split_records
+from .scorers import answer_vocabulary, benchmark_score, get_scorer, outside_vocabulary_rate, score_answer
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ class DatasetResult:
     seconds: float = 0.0
     format_knowledge: FormatKnowledgeSplit | None = None  # generate mode with also_rank: why answers are wrong
     sampling: Sampling | None = None  # how the evaluated samples were drawn from the split
+    choice: ChoiceSummary | None = None  # multiple-choice sets: mischoice, no-option rate, CircularEval figures
 
 
 @dataclass
@@ -66,6 +69,7 @@ class EvalResult:
                     "seconds": r.seconds,
                     **({"format_knowledge": r.format_knowledge.to_dict()} if r.format_knowledge else {}),
                     **({"sampling": r.sampling.to_dict()} if r.sampling else {}),
+                    **({"choice": r.choice.to_dict()} if r.choice else {}),
                 }
                 for name, r in self.results.items()
             },
@@ -145,6 +149,7 @@ def evaluate(
 def _predict_and_judge(cfg, lm, ds, todo, judges, leak_sets, appender, tag, on_progress, start: int) -> list[dict]:
     records: list[dict] = []
     exact = ExactJudge()
+    candidates = rank_candidates(ds) if cfg.mode == "rank" and ds.task not in ("caption", "text") else []
     done = start
     for chunk_start in range(0, len(todo), cfg.batch_size * 4):
         chunk = todo[chunk_start : chunk_start + cfg.batch_size * 4]
@@ -167,6 +172,17 @@ def _predict_and_judge(cfg, lm, ds, todo, judges, leak_sets, appender, tag, on_p
             done += len(chunk)
             on_progress(done)
             continue
+        if ds.task == "multiple_choice":  # read by the set's letter matcher, every rotation asked (choices.py)
+            new = choice_records(cfg, lm, ds, loaded, tag, lambda answer: {
+                name: exact.match(answer, other.class_names, other.synonyms)[0] is not None
+                for name, other in leak_sets.items()})
+            records.extend(new)
+            for rec in new:
+                if appender:
+                    appender.write(rec)
+            done += len(chunk)
+            on_progress(done)
+            continue
         # a text set (no image, free answers) has no class list to rank: it is always generated and judged
         mode = "generate" if ds.task == "text" else cfg.mode
         if mode == "generate":
@@ -177,7 +193,7 @@ def _predict_and_judge(cfg, lm, ds, todo, judges, leak_sets, appender, tag, on_p
             also = (_rank(cfg, lm, ds, loaded, questions) if cfg.also_rank and ds.class_names
                     else [None] * len(loaded))
         else:
-            ranked = _rank(cfg, lm, ds, loaded, questions)
+            ranked = _rank(cfg, lm, ds, loaded, questions, candidates)
             answers = [r["prediction"] for r in ranked]
             also = [None] * len(loaded)
         items = [judge_item(ds, q, a, ds.reference(s)) for q, a, (s, _) in zip(questions, answers, loaded)]
@@ -194,7 +210,9 @@ def _predict_and_judge(cfg, lm, ds, todo, judges, leak_sets, appender, tag, on_p
                 **verdict_fields(judges, {name: v[i] for name, v in verdicts_by_judge.items()}), mode=mode,
                 leaks={name: exact.match(answers[i], other.class_names, other.synonyms)[0] is not None
                        for name, other in leak_sets.items()},
-                qtype=s.meta.get("qtype") or None)
+                qtype=s.meta.get("qtype") or None,
+                score=score_answer(ds.metric, answers[i], items[i].reference, s.meta.get("answers"))
+                if ds.metric else None)
             if ranked[i] is not None:
                 record.rank_of_reference = ranked[i]["rank_of_reference"]
                 record.top_k = ranked[i]["top_k"]
@@ -209,10 +227,18 @@ def _predict_and_judge(cfg, lm, ds, todo, judges, leak_sets, appender, tag, on_p
     return records
 
 
+def rank_candidates(ds: ImageDataset) -> list[str]:
+    """What rank mode ranks: the class list, else the free-answer set's answer list or vocabulary (its distinct
+    reference answers over every split)."""
+    return answer_vocabulary(ds.class_names, ds.answer_list,
+                             [s.answer for samples in ds.splits.values() for s in samples if s.answer])
+
+
 def _rank(cfg: EvalConfig, lm: LoadedModel, ds: ImageDataset, loaded: Sequence[tuple[Sample, Any]],
-          questions: Sequence[str]) -> list[dict]:
+          questions: Sequence[str], candidates: Sequence[str] | None = None) -> list[dict]:
+    names = list(candidates) if candidates else ds.class_names
     return with_oom_backoff(
-        lambda b: ranking.rank_classes(lm, ds.class_names, [im for _, im in loaded], questions,
+        lambda b: ranking.rank_classes(lm, names, [im for _, im in loaded], questions,
                                [ds.reference(s) for s, _ in loaded], batch_size=b, normalise=cfg.rank_normalise),
         cfg.batch_size)
 
@@ -258,7 +284,7 @@ def score_records(ds: ImageDataset, records: Sequence[dict], judge_names: Sequen
     skipped = len(records) - len(kept)
     if ds.task == "caption":
         return DatasetResult(ds.name, caption_metrics([r["answer"] for r in kept], [r["references"] for r in kept],
-                                                      skipped=skipped))
+                                                      skipped=skipped, meteor=ds.metric == "coco"))
     class_names = ds.class_names or sorted({r["reference"] for r in kept})
     refs = [r["reference"] for r in kept]
     ranks = [r.get("rank_of_reference") for r in kept] if kept and "rank_of_reference" in kept[0] else None
@@ -270,6 +296,14 @@ def score_records(ds: ImageDataset, records: Sequence[dict], judge_names: Sequen
                                              [v["correct"] for v in verdicts], class_names, leaks=leaks,
                                              ranks=ranks, skipped=skipped)
     primary = by_judge[judge_names[0]]
+    if ds.task == "vqa" and not ds.class_names:  # free answers: "names no class" = outside the answer vocabulary
+        normalize = get_scorer(ds.metric).normalize if ds.metric else None
+        rate = outside_vocabulary_rate([r.get("answer") or "" for r in kept], rank_candidates(ds),
+                                       **({"normalize": normalize} if normalize else {}))
+        by_judge = {j: replace(m, no_class_rate=rate, outside_label_set_rate=rate) for j, m in by_judge.items()}
+        primary = by_judge[judge_names[0]]
+    if ds.metric:
+        primary = benchmark_metrics(ds.metric, primary, kept)
     agreement: dict[str, float] = {}
     for a_i, a in enumerate(judge_names):
         for b in judge_names[a_i + 1:]:
@@ -277,8 +311,22 @@ def score_records(ds: ImageDataset, records: Sequence[dict], judge_names: Sequen
             pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
             agreement[f"{a}~{b}"] = sum(x == y for x, y in pairs) / len(pairs) if pairs else float("nan")
     split = split_records(kept) if any(isinstance(r.get("rank"), dict) for r in kept) else None
-    return DatasetResult(ds.name, primary, by_judge if len(judge_names) > 1 else {}, agreement,
-                         format_knowledge=split)
+    # a benchmark set keeps every judge's own accuracy apart from the benchmark figure
+    return DatasetResult(ds.name, primary, by_judge if len(judge_names) > 1 or ds.metric else {}, agreement,
+                         format_knowledge=split,
+                         choice=choice_summary(kept, ds.choice) if ds.task == "multiple_choice" else None)
+
+
+def benchmark_metrics(metric: str, judged: ClassificationMetrics, records: Sequence[dict]) -> ClassificationMetrics:
+    """The judged metrics with ``accuracy`` (and its interval) replaced by the dataset's benchmark score."""
+    scored = [r for r in records if r.get("score") is not None]
+    est = benchmark_score(metric, [r["score"] for r in scored], [r.get("answer") or "" for r in scored],
+                          [r.get("reference") or "" for r in scored])
+    if est is None:
+        return replace(judged, metric=metric)
+    return replace(judged, n=est.score.n, accuracy=est.score.value, accuracy_low=est.score.low,
+                   accuracy_high=est.score.high, metric=metric, interval=est.score.method,
+                   others={k: v.to_dict() for k, v in est.others.items()})
 
 
 def encoder_baselines(cfg: EvalConfig, lm: LoadedModel, ds: ImageDataset) -> dict[str, Any]:

@@ -30,6 +30,12 @@ class ClassificationMetrics:
     normalised_entropy: float = 0.0  # entropy / log2(num_classes)
     unjudged: int = 0
     skipped: int = 0
+    # benchmark sets (a dataset metric, evaluation/scorers.py): ``accuracy`` is that metric's mean per-sample score
+    # ("vqa": VQA accuracy, "exact", "pope") with the interval named in ``interval``; ``others`` holds the
+    # benchmark's further figures (POPE: precision, recall, f1, yes_ratio) as Estimate dicts
+    metric: str = "accuracy"
+    interval: str = "wilson"
+    others: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

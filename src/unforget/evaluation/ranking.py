@@ -8,17 +8,24 @@ so the cost per image is one prefix forward plus one token per trie node, not K 
 
 Families whose positions are not plain 1-D (Qwen2-VL's M-RoPE) or whose forward does not take a 4-D mask use the
 batched fallback: one forward per (image, candidate), candidates batched.
+
+The prefix's keys and values live in a transformers ``DynamicCache`` made here and handed to both forwards under the
+name the model's forward takes (``cache`` since transformers 5; ``past_key_values``, which 5.x deprecates and 5.40
+removes, before), never read back from the outputs' deprecated ``past_key_values``.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
+from transformers import DynamicCache
 
+from ..errors import ConfigError
 from ..models.loading import LoadedModel
 from ..models.prompting import build_prompt, encode_batch
 
@@ -130,7 +137,9 @@ def _score_tree(lm: LoadedModel, images, prompts, trie: CandidateTrie) -> np.nda
     enc = encode_batch(lm, images, prompts)
     attn = enc["attention_mask"]
     positions = (attn.cumsum(-1) - 1).clamp(min=0)
-    prefix = model(**enc, position_ids=positions, use_cache=True, logits_to_keep=1)
+    cache = new_cache(model)
+    cache_arg = cache_keyword(model)
+    prefix = model(**enc, position_ids=positions, use_cache=True, logits_to_keep=1, **{cache_arg: cache})
     first = prefix.logits[:, -1].float()  # (B, V): scores depth-1 tokens
     B, P = attn.shape
     nodes = trie.fed_nodes()
@@ -150,13 +159,33 @@ def _score_tree(lm: LoadedModel, images, prompts, trie: CandidateTrie) -> np.nda
         mask = torch.full((B, 1, M, P + M), neg, dtype=dtype, device=device)
         mask[:, :, :, :P] = torch.where(attn[:, None, None, :] > 0, 0.0, neg).to(dtype)
         mask[:, :, :, P:] = torch.where(trie.ancestor_mask(nodes).to(device), 0.0, neg).to(dtype)
-        res = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=prefix.past_key_values,
-                    use_cache=False)
+        # the trie's nodes attend to the prefix through the cache (which they extend; it is not used again)
+        res = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False, **{cache_arg: cache})
         node_logits = res.logits.float()  # (B, M, V)
         node_rows = (rows - 1).clamp(min=0)
         from_nodes = node_logits[:, node_rows, tokens] - torch.logsumexp(node_logits, dim=-1)[:, node_rows]
         logp = torch.where(rows > 0, from_nodes, logp)
     return torch.where(valid, logp, 0.0).sum(-1).cpu().numpy()
+
+
+def new_cache(model: Any) -> DynamicCache:
+    """An empty KV cache shaped by the model's config (sliding-window layers where it has them), as the model makes
+    its own; without the config where the installed transformers' DynamicCache takes none."""
+    try:
+        return DynamicCache(config=model.config)
+    except TypeError:
+        return DynamicCache()
+
+
+def cache_keyword(model: Any) -> str:
+    """The name under which ``model``'s forward takes a KV cache: ``cache`` (transformers 5), else the older
+    ``past_key_values``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        parameters = inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return "cache"
+    return "cache" if "cache" in parameters or "past_key_values" not in parameters else "past_key_values"
 
 
 @torch.inference_mode()
@@ -180,7 +209,8 @@ def _score_naive(lm: LoadedModel, images, prompts, seqs: list[list[int]], batch_
                 ids[j, :L] = enc["input_ids"][j, :L]
                 ids[j, L : L + len(s)] = torch.tensor(s)
                 mask[j, : L + len(s)] = 1
-            extra = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
+            extra = {k: _extend_token_aligned(v, enc["input_ids"], longest) for k, v in enc.items()
+                     if k not in ("input_ids", "attention_mask")}
             logits = model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), **extra).logits
             logp = torch.log_softmax(logits.float(), dim=-1).cpu()
             for j, s in enumerate(chunk):
@@ -188,6 +218,14 @@ def _score_naive(lm: LoadedModel, images, prompts, seqs: list[list[int]], batch_
                 positions = torch.arange(L - 1, L - 1 + len(s))
                 scores[i, c0 + j] = logp[j, positions, torch.tensor(s)].sum().item()
     return scores
+
+
+def _extend_token_aligned(value: Any, input_ids: torch.Tensor, longest: int) -> Any:
+    """A per-token input of the prompt (Qwen2-VL's ``mm_token_type_ids``: one entry per input id) padded with 0
+    (a text token) to the prompt + candidate length; anything else as it is."""
+    if isinstance(value, torch.Tensor) and value.shape == input_ids.shape and value.shape[-1] < longest:
+        return torch.nn.functional.pad(value, (0, longest - value.shape[-1]))
+    return value
 
 
 def rank_classes(
@@ -201,7 +239,11 @@ def rank_classes(
     normalise: str = "sum",
     top_k: int = 5,
 ) -> list[dict]:
-    """Per sample: the predicted class, the 0-based rank of the reference, and the top-k classes with scores."""
+    """Per sample: the predicted class, the 0-based rank of the reference, and the top-k classes with scores.
+    ``class_names``: the candidates (a free-answer set's answer vocabulary); a reference outside them has rank None."""
+    if not class_names:
+        raise ConfigError("rank mode needs candidates to rank: this dataset has no class list and no answer "
+                          "vocabulary; give it answer_list= or evaluate it in generate mode")
     scores = score_candidates(lm, images, questions, class_names, batch_size=batch_size, normalise=normalise)
     out = []
     names = list(class_names)

@@ -6,6 +6,7 @@ processor's own chat template. The embedded default (``tiny-llava``) is an ordin
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -20,20 +21,11 @@ import transformers
 
 from ..errors import ModelLoadError
 from .config import ModelConfig
+from .families import FAMILIES, family_of
 from .zoo import resolve_zoo_name
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_FAMILIES = {
-    "llava": "LLaVA-1.5 (llava-hf/llava-1.5-7b-hf)",
-    "llava_next": "LLaVA-NeXT (llava-hf/llava-v1.6-*)",
-    "llava_onevision": "LLaVA-OneVision",
-    "qwen2_vl": "Qwen2-VL",
-    "qwen2_5_vl": "Qwen2.5-VL",
-    "idefics3": "Idefics3",
-    "smolvlm": "SmolVLM",
-    "instructblip": "InstructBLIP",
-}
 
 _DTYPES = {"auto": "auto", "float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
@@ -148,9 +140,9 @@ def load_model(
             raise ModelLoadError(f"{path}: cannot read config.json: {exc}") from exc
         raise _hub_error(name_or_path, exc) from exc
     family = getattr(config, "model_type", "unknown")
-    if family not in SUPPORTED_FAMILIES:
+    if family not in FAMILIES:
         log.warning("model type '%s' is not one of the tested families (%s); trying anyway",
-                    family, ", ".join(SUPPORTED_FAMILIES))
+                    family, ", ".join(FAMILIES))
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
@@ -160,7 +152,7 @@ def load_model(
         _refuse_pickle_only(Path(path))
         kwargs["use_safetensors"] = True
     try:
-        processor = transformers.AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+        processor = load_processor(path, family, trust_remote_code=trust_remote_code)
         model = transformers.AutoModelForImageTextToText.from_pretrained(path, **kwargs)
     except ModelLoadError:
         raise
@@ -177,6 +169,41 @@ def load_model(
     if tok is not None and tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return LoadedModel(model=model, processor=processor, family=family, source=str(path))
+
+
+def load_processor(path: str, family: str, *, trust_remote_code: bool = False) -> Any:
+    """The model's processor. For a family whose processor also has a video part (its video processor needs
+    torchvision), the processor is assembled from the tokenizer and the image processor alone: unforget passes images
+    only, and the image side needs none of torchvision's compiled ops (transformers picks the PIL image processor
+    when torchvision is absent). The class keeps its name, so a saved processor is the family's own."""
+    if not family_of(family).video_processor:
+        return transformers.AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    cls = transformers.models.auto.processing_auto.processor_class_from_name(
+        transformers.models.auto.processing_auto.PROCESSOR_MAPPING_NAMES[config.model_type])
+    return image_only_processor_class(cls).from_pretrained(path, trust_remote_code=trust_remote_code)
+
+
+def image_only_processor_class(cls: type) -> type:
+    """``cls`` (a processor class taking image_processor, tokenizer and video_processor) without its video part.
+
+    transformers reads a processor's parts and saved options from its ``__init__``'s parameter names (the code
+    object's, not an override of the signature), so the subclass's ``__init__`` is written with the family's own
+    parameters less ``video_processor`` and runs the family's ``__init__`` with ``video_processor=None``. Chat
+    templates render through transformers' common ``apply_chat_template`` (SmolVLM's own adds only video arguments,
+    read from the video processor)."""
+    params = [p for name, p in inspect.signature(cls.__init__).parameters.items()
+              if name not in ("self", "video_processor") and p.kind is p.POSITIONAL_OR_KEYWORD]
+    defaults = {p.name: None if p.default is p.empty else p.default for p in params}
+    names = [p.name for p in params]
+    # generated so that the parameter names are the function's own (the code object transformers inspects)
+    source = (f"def __init__(self, {', '.join(f'{n}=_defaults[{n!r}]' for n in names)}, **kwargs):\n"
+              f"    _cls.__init__(self, {', '.join(f'{n}={n}' for n in names)}, video_processor=None, **kwargs)\n")
+    namespace: dict[str, Any] = {"_defaults": defaults, "_cls": cls}
+    exec(compile(source, f"<image-only {cls.__name__}>", "exec"), namespace)  # noqa: S102 - our own source
+    return type(cls.__name__, (cls,), {"__init__": namespace["__init__"], "__module__": cls.__module__,
+                                       "__doc__": cls.__doc__,
+                                       "apply_chat_template": transformers.ProcessorMixin.apply_chat_template})
 
 
 def load_configured_model(cfg: ModelConfig) -> LoadedModel:

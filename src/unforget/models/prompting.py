@@ -7,10 +7,8 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
+from .families import family_of
 from .loading import LoadedModel
-
-# Families whose processor has no chat template: the question is the whole prompt.
-_PLAIN_PROMPT_FAMILIES = {"instructblip"}
 
 
 def chat_messages(question: str, *, with_image: bool = True, answer: str | None = None) -> list[dict]:
@@ -24,7 +22,7 @@ def chat_messages(question: str, *, with_image: bool = True, answer: str | None 
 def build_prompt(lm: LoadedModel, question: str, *, with_image: bool = True) -> str:
     """The text of a generation prompt: user turn with the image, then the assistant's opening."""
     proc = lm.processor
-    if lm.family in _PLAIN_PROMPT_FAMILIES or getattr(proc, "chat_template", None) is None:
+    if family_of(lm.family).plain_prompt or getattr(proc, "chat_template", None) is None:
         if lm.family == "llava":
             return f"USER: <image>\n{question} ASSISTANT:" if with_image else f"USER: {question} ASSISTANT:"
         return question
@@ -59,7 +57,6 @@ def encode_batch(
 
 
 def _images_arg(lm: LoadedModel, images: Sequence[Image.Image | None]) -> Any:
-    # Idefics3/SmolVLM take one list of images per prompt
-    if lm.family in ("idefics3", "smolvlm", "idefics2"):
+    if family_of(lm.family).nested_images:
         return [[im] for im in images]
     return list(images)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Mapping, Union
+from typing import Any, Literal, Mapping, Sequence, Union
 
 from ..runs import atomic_write_bytes, atomic_write_text
+from ..stats import ClaimCheck, PairedTest
 
 Verdict = Literal["held", "not held", "not shown"]
 PLOTS_DIR = "plots"
@@ -67,6 +68,41 @@ class Claim:
                    [str(d) for d in data.get("details", [])])
 
 
+TEST_NAMES = {"mcnemar_exact": "exact McNemar", "paired_bootstrap": "paired bootstrap"}
+
+
+def name_the_changes(check: ClaimCheck, rose: str, fell: str) -> ClaimCheck:
+    """``check`` with the paired test's discordant counts said as what happened instead of "N samples worse, M
+    better" (which reads backwards when the flag counted is a fault, e.g. an answer naming a leaked label).
+    ``rose`` / ``fell``: templates with ``{n}`` for the samples whose flag went from no to yes (score: higher after)
+    and from yes to no (lower after), e.g. ``"{n} more answers name a digits label"``."""
+    test = check.test
+    if test is None:
+        return check
+    generic = f"({test.n_discordant_b} samples worse, {test.n_discordant_c} better)"
+    plain = f"({rose.format(n=test.n_discordant_c)}; {fell.format(n=test.n_discordant_b)})"
+    return replace(check, evidence=check.evidence.replace(generic, plain))
+
+
+def test_text(test: PairedTest | Mapping[str, Any] | None, margin: float | None = None) -> str:
+    """The test behind a verdict, for a table cell: "exact McNemar p=0.003 (alpha 0.05)", plus the margin of a
+    no-change claim ("within +/-0.05")."""
+    if test is None:
+        return "-"
+    data = test.to_dict() if isinstance(test, PairedTest) else test
+    text = f"{TEST_NAMES.get(data['test'], data['test'])} p={format_p(data['p_value'])} (alpha {data['alpha']:g})"
+    return text + (f"; margin +/-{margin:g}" if margin else "")
+
+
+def claim_test_text(check: ClaimCheck) -> str:
+    """The test a verdict came from, as the claim was tested, for a table cell: "one-sided exact McNemar (delta < 0,
+    alpha 0.05) p=0.001", or "non-inferiority (margin 0.1; lower end of the 95% interval)" where an interval
+    against a margin decides."""
+    if check.method is None:
+        return test_text(check.test)
+    return f"{check.method} p={format_p(check.p_value)}" if check.p_value is not None else check.method
+
+
 @dataclass
 class ClaimList:
     claims: list[Claim]
@@ -84,6 +120,22 @@ class Section:
     def __post_init__(self) -> None:
         if not self.anchor:
             self.anchor = re.sub(r"[^a-z0-9]+", "-", self.title.lower()).strip("-") or "section"
+
+
+def preconditions_section(checks: Sequence[Any]) -> Section:
+    """What must hold before a study's claims mean anything, first on the page. ``checks``: objects with ``name``,
+    ``held`` (True / False / None: not measured yet) and ``evidence`` (`studies.preconditions.Precondition`)."""
+    failed = [c for c in checks if c.held is False]
+    if failed:
+        intro = (f"{len(failed)} of {len(checks)} preconditions failed on this run, so it cannot show the effects "
+                 "that lean on them: those claims get no verdict below ('not shown', with the reason).")
+    elif all(c.held is True for c in checks):
+        intro = "Every precondition held: the claims below are judged on effects this run shows."
+    else:
+        intro = "Some preconditions could not be measured yet (no paired sample); their claims wait for them."
+    verdicts = {True: "held", False: "not held", None: "not shown"}
+    return Section("Preconditions", [Paragraph(intro),
+                                     ClaimList([Claim(c.name, verdicts[c.held], c.evidence) for c in checks])])
 
 
 @dataclass

@@ -154,10 +154,15 @@ def _loss_figure(log: Sequence[dict[str, Any]]) -> Figure | Paragraph:
     series = [Series("loss per step", steps, loss, marker="" if smooth else "o", emphasis=not smooth)]
     if smooth:
         series.append(Series("moving average", steps, moving_average(loss), marker=""))
-    png = line_plot([LinePanel("", series, ylabel="loss", xlabel="optimizer step", integer_x=True)],
-                    title="Training loss", panel_size=(7.0, 3.4))
+    panels = [LinePanel("loss", series, ylabel="loss", xlabel="optimizer step", integer_x=True)]
+    lr = [r.get("lr") for r in rows]
+    if any(v is not None for v in lr):
+        panels.append(LinePanel("learning rate", [Series("learning rate", steps, lr, marker="" if smooth else "o")],
+                                ylabel="learning rate", xlabel="optimizer step", integer_x=True))
+    png = line_plot(panels, title="Training loss and learning rate", panel_size=(6.0, 3.4), ncols=len(panels))
     return Figure("loss", png, "Training loss of each optimizer step (the mean over its micro-batches)"
-                  + ("; faint: raw steps, solid: moving average." if smooth else "."))
+                  + ("; faint: raw steps, solid: moving average" if smooth else "")
+                  + (", and the learning rate the scheduler set for it." if len(panels) > 1 else "."))
 
 
 def _training_table(run: FinetuneRun) -> Table:
@@ -271,8 +276,8 @@ def build_finetune_report(run_dir: str | Path) -> Report:
     report.sections += training_sections(run)
     report.sections.append(Section("Evaluation during training", evaluation_blocks(run.evaluations) or [Paragraph(
         "This folder holds no evaluation: `unforget finetune` trains only. A study's fine-tuning runs (emt, 2x2, "
-        "continual) evaluate after each epoch or step, and their records are reported here; evaluate a checkpoint "
-        "with `unforget eval`.")]))
+        "continual) evaluate after each epoch or step, and their records are reported here; evaluate this run "
+        f"with `unforget eval --model {run.path} --datasets ...` (base model plus the trained weights).")]))
     notes = []
     if not run.done:
         notes.append("The run has not finished (no metrics.json yet): the figures above are what it wrote so far.")

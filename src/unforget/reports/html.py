@@ -18,9 +18,11 @@ h1 { margin-bottom: .3rem; }
 h2 { border-bottom: 1px solid #d0d7de; padding-bottom: .25rem; margin-top: 2.2rem; }
 dl.facts { display: grid; grid-template-columns: max-content auto; gap: .15rem 1rem; margin: .8rem 0 1.2rem; }
 dl.facts dt { font-weight: 600; color: #57606a; }
-dl.facts dd { margin: 0; font-family: ui-monospace, Menlo, Consolas, monospace; font-size: .92em; }
+dl.facts dd { margin: 0; overflow-wrap: anywhere; font-family: ui-monospace, Menlo, Consolas, monospace;
+              font-size: .92em; }
 nav.toc { font-size: .95em; }
 nav.toc a { margin-right: 1rem; }
+div.scroll { max-width: 100%; overflow-x: auto; }
 table { border-collapse: collapse; margin: .6rem 0 .3rem; font-size: .9em; }
 th, td { border: 1px solid #d0d7de; padding: .25rem .6rem; text-align: left; vertical-align: top; }
 th { background: #f6f8fa; }
@@ -39,6 +41,7 @@ ul.claims > li { margin: .7rem 0; padding: .55rem .8rem; border: 1px solid #d0d7
 .badge.not-shown { background: #6e7781; }
 .claim-text { font-weight: 600; }
 .evidence { margin: .3rem 0 0; font-size: .92em; }
+p, li, figcaption, p.caption { overflow-wrap: anywhere; }
 ul.details { margin: .3rem 0 0; font-size: .86em; color: #57606a; }
 """
 
@@ -93,7 +96,8 @@ def _table(table: Table) -> str:
     head = "".join(f"<th>{escape(c)}</th>" for c in table.columns)
     body = "".join("<tr>" + "".join(f"<td>{escape(str(cell))}</td>" for cell in row) + "</tr>" for row in table.rows)
     caption = f'<p class="caption">{escape(table.caption)}</p>' if table.caption else ""
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{caption}"
+    # a table wider than the page scrolls inside its own box; the page itself never scrolls sideways
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>{caption}'
 
 
 def _figure(fig: Figure) -> str:

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 _JUDGED = ("split", "task", "question", "answer", "reference", "label", "prediction", "correct", "judge", "confident",
            "judge_identity", "judgements", "mode", "leaks")
 _CAPTION = ("split", "task", "question", "answer", "reference", "references", "mode")
-_OPTIONAL = ("qtype", "rank_of_reference", "top_k", "rank", "score")
+_OPTIONAL = ("qtype", "rank_of_reference", "top_k", "rank", "score", "choice")
 _KNOWN = {"id", "dataset", "skipped", "error", *_JUDGED, *_CAPTION, *_OPTIONAL}
 
 
@@ -49,6 +49,7 @@ class SampleRecord:
     top_k: list[Any] | None = None  # rank mode
     rank: dict[str, Any] | None = None  # generate mode with also_rank: the ranking's verdict, kept apart
     score: float | None = None  # benchmark sets (dataset metric): the per-sample score, e.g. VQA accuracy
+    choice: dict[str, Any] | None = None  # multiple choice: options, letter read, mischoice, rotations
     skipped: bool = False
     error: str | None = None
 

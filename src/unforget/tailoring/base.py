@@ -9,6 +9,7 @@ the base's values.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Iterator, Sequence
 
 from ..errors import ConfigError
+from ..models.families import FAMILIES, tailor_default_modules
 from ..registry import Registry, did_you_mean
 from .calibration import CalibrationStats
 from .checkpoints import Checkpoint
@@ -23,8 +25,22 @@ from .keys import canonical_name
 from .patch import TensorPatch
 
 # The language model's transformer blocks and the multimodal projector (matched in either naming scheme:
-# saved ``language_model.model.layers.0...`` and in-memory ``model.language_model.layers.0...``).
+# saved ``language_model.model.layers.0...`` and in-memory ``model.language_model.layers.0...``): LLaVA's names, the
+# default of a checkpoint whose family is unknown; a family's own come from models/families.py.
 DEFAULT_MODULES: tuple[str, ...] = (r"language_model\.layers\.", r"multi_modal_projector\.")
+
+
+def default_modules(checkpoint: Checkpoint) -> tuple[str, ...]:
+    """The considered tensors' name patterns when none are given: the language model's blocks and the projector of
+    the checkpoint's family (its folder's config.json ``model_type``), LLaVA's where the family is unknown."""
+    config = checkpoint.folder / "config.json" if checkpoint.folder is not None else None
+    if config is None or not config.is_file():
+        return DEFAULT_MODULES
+    try:
+        model_type = json.loads(config.read_text()).get("model_type", "")
+    except (OSError, json.JSONDecodeError):
+        return DEFAULT_MODULES
+    return tailor_default_modules(model_type) if model_type in FAMILIES else DEFAULT_MODULES
 
 
 @dataclass
@@ -141,7 +157,7 @@ def considered_keys(
     substrings work) and, with ``matrices_only``, are 2-D. Sorted, which fixes the tie-breaking order."""
     if isinstance(modules, str):
         raise ConfigError(f"modules must be a list of name patterns, got the string '{modules}'")
-    patterns = list(DEFAULT_MODULES if modules is None else modules)
+    patterns = list(default_modules(checkpoint) if modules is None else modules)
     try:
         compiled = [re.compile(p) for p in patterns]
     except re.error as exc:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ConfigError, ModelLoadError
-from ..models.loading import LoadedModel, resolve_model_path
+from ..models.loading import LoadedModel, load_processor, resolve_model_path
 from ..training.config import TrainDataConfig
 from ..training.data import processor_only, training_items
 from ..training.examples import build_example, collate_examples
@@ -27,13 +27,13 @@ def processor_model(base: str | Path) -> LoadedModel:
     """A :class:`LoadedModel` holding the base model's processor only (what building examples needs)."""
     # start-up time: the tailoring registry imports every module of unforget.tailoring; transformers' processor
     # classes load only when calibration batches are built
-    from transformers import AutoConfig, AutoProcessor
+    from transformers import AutoConfig
 
     path = resolve_model_path(str(base))
     try:
-        processor = AutoProcessor.from_pretrained(path)
         family = getattr(AutoConfig.from_pretrained(path), "model_type", "unknown")
-    except (OSError, ValueError) as exc:
+        processor = load_processor(path, family)  # the family's processor as load_model builds it
+    except (OSError, ValueError, ImportError) as exc:
         raise ModelLoadError(f"{path}: cannot load the processor to build calibration batches ({exc})") from exc
     tok = getattr(processor, "tokenizer", None)
     if tok is not None and tok.pad_token is None:

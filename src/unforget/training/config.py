@@ -89,6 +89,8 @@ class FinetuneConfig:
     save_every_steps: int | None = None  # also checkpoint every N optimizer steps (checkpoints/step-N)
     log_every_steps: int = 10  # console log interval; train_log.jsonl gets every step
     num_workers: int = 0  # DataLoader workers
+    # a frozen vision tower's output computed once per image and reused (models/feature_cache.py); speed only
+    cache_vision_features: bool = True
     regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)  # ewc / l2 / lwf penalty
     out: str | None = None  # run folder; None: runs/finetune/<model>-<method>-<time>. An existing one resumes.
 
@@ -144,6 +146,7 @@ class TrainSettings:
     save_every_steps: int | None = None
     log_every_steps: int = 10
     num_workers: int = 0
+    cache_vision_features: bool = True  # a frozen vision tower runs once per image (models/feature_cache.py)
 
     def data_config(self, datasets: Sequence[str], **study_decided: Any) -> TrainDataConfig:
         """The training data of ``datasets``, drawn as these settings say; ``study_decided``: TrainDataConfig
@@ -164,6 +167,7 @@ class TrainSettings:
             max_grad_norm=self.max_grad_norm, seed=seed, mixed_precision=self.mixed_precision,
             gradient_checkpointing=self.gradient_checkpointing, save_every_steps=self.save_every_steps,
             log_every_steps=self.log_every_steps, num_workers=self.num_workers,
+            cache_vision_features=self.cache_vision_features,
             regularizer=regularizer if regularizer is not None else RegularizerConfig(), out=out,
         )
 

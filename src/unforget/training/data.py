@@ -2,7 +2,10 @@
 
 Every sample becomes ``(image, question, answer)`` and then an :class:`~unforget.training.examples.Example`
 through :func:`~unforget.training.examples.build_example`, the one path by which unforget builds training
-examples. Examples are built when the DataLoader asks for them, so a large set is never held encoded.
+examples; a conversation sample (``llava-conversations``, ``sharegpt``, ``alpaca``) becomes one example with the
+loss on every assistant turn (:func:`~unforget.training.examples.build_conversation_example`). Text-only and image
+samples may be mixed in one run and one batch. Examples are built when the DataLoader asks for them, so a large set
+is never held encoded.
 """
 
 from __future__ import annotations
@@ -14,22 +17,25 @@ import numpy as np
 import torch
 
 from ..data import ImageDataset, Sample, load_dataset
+from ..data.conversation import CONVERSATION_KEY, Conversation
 from ..data.sampling import select, stratum_of
 from ..errors import ConfigError, DataError
 from ..models.loading import LoadedModel
 from .config import ROUND_ROBIN, TrainDataConfig
-from .examples import Example, build_example
+from .examples import Example, build_conversation_example, build_example
 from .mixing import SourceBatchSampler, mix_sources
 
 
 @dataclass(frozen=True)
 class TrainItem:
-    """One instruction: the sample, the question asked and the answer taught."""
+    """One instruction: the sample, the question asked and the answer taught; a conversation sample's whole
+    conversation (every assistant turn taught), None for a one-turn instruction."""
 
     dataset: str
     sample: Sample
     question: str
     answer: str
+    conversation: Conversation | None = None
 
 
 def select_training_samples(ds: ImageDataset, cfg: TrainDataConfig) -> list[Sample]:
@@ -57,7 +63,10 @@ def sampling_key(ds: ImageDataset, cfg: TrainDataConfig) -> str:
 def question_of(ds: ImageDataset, sample: Sample, index: int, template: int | str) -> str:
     """The instruction of a training sample, asked as the evaluator asks it: classification and captions through
     the dataset's template; VQA as the sample's question followed by the same answer-format template
-    (``ImageDataset.question_for``), so that training and evaluation prompts agree."""
+    (``ImageDataset.question_for``), so that training and evaluation prompts agree. A conversation sample: its
+    first user turn (which may be empty beside the image: its turns are what is taught)."""
+    if CONVERSATION_KEY in sample.meta:
+        return sample.question or ""
     if sample.question and not ds.templates:
         return sample.question
     if not ds.templates:
@@ -85,7 +94,8 @@ def training_items(cfg: TrainDataConfig) -> tuple[list[TrainItem], dict[str, Ima
         if not samples:
             raise DataError(f"dataset '{ds.name}' split '{cfg.split}' has no sample to train on"
                             + (f" with classes {cfg.classes}" if cfg.classes is not None else ""))
-        per_dataset.append([TrainItem(ds.name, s, question_of(ds, s, i, cfg.template), ds.reference(s))
+        per_dataset.append([TrainItem(ds.name, s, question_of(ds, s, i, cfg.template), ds.reference(s),
+                                      s.meta.get(CONVERSATION_KEY))
                             for i, s in enumerate(samples)])
 
     def pick(index: int, items: Sequence[TrainItem], count: int) -> list[TrainItem]:
@@ -98,10 +108,6 @@ def training_items(cfg: TrainDataConfig) -> tuple[list[TrainItem], dict[str, Ima
         return [replace(it, question=question_of(ds, it.sample, i, cfg.template)) for i, it in enumerate(chosen)]
 
     items = mix_sources(per_dataset, cfg, names=[source[0].dataset for source in per_dataset], pick=pick)
-    with_image = {it.sample.image is not None for it in items}
-    if len(with_image) > 1:
-        raise DataError("the training data mixes image and text-only samples, which cannot share a batch; "
-                        "train on them in separate runs")
     return items, datasets
 
 
@@ -127,6 +133,8 @@ class InstructionDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> Example:
         item = self.items[index]
         image = item.sample.load_image(item.dataset) if item.sample.image is not None else None
+        if item.conversation is not None:
+            return build_conversation_example(self.lm, image, item.conversation)
         return build_example(self.lm, image, item.question, item.answer)
 
 

@@ -7,6 +7,10 @@ transformers' generation models take) and taking the cross-entropy there gives t
 answer tokens, computed by the model's own loss function (transformers' ``ForCausalLMLoss``, in float32) - without
 the rest of the LM-head matmul, its backward, and the (batch x length x vocabulary) float32 logits and their
 gradient in memory.
+
+The loss of an optimizer step is the sum over all its answer tokens divided by their number, however the step's
+samples are split over accumulation steps and processes (transformers' ``num_items_in_batch``): a mean of
+per-batch means would weigh the tokens of a batch of short answers more than those of a batch of long ones.
 """
 
 from __future__ import annotations
@@ -37,8 +41,16 @@ def takes_logits_to_keep(model: Any) -> bool:
         return False
 
 
+def answer_token_count(labels: torch.Tensor) -> torch.Tensor:
+    """The number of answer tokens the loss of a batch is taken over (labelled tokens after the first position: the
+    first is predicted by nothing), as a tensor on the labels' device."""
+    return (labels[:, 1:] != IGNORE_INDEX).sum()
+
+
 class AnswerLoss:
-    """``loss, outputs = AnswerLoss(unwrapped, answer_logits_only)(model, batch)``.
+    """``loss, outputs = AnswerLoss(unwrapped, answer_logits_only)(model, batch)``: the mean over the batch's answer
+    tokens; :meth:`summed` gives their sum, which the trainer divides by the answer tokens of the whole optimizer
+    step (over its accumulation steps and processes), so that a token weighs the same whatever batch it is in.
 
     With ``answer_logits_only`` (and a model that takes ``logits_to_keep``) ``outputs.logits`` holds the kept
     positions only; without it the model computes its own loss from ``labels`` and every position's logits, which
@@ -69,6 +81,16 @@ class AnswerLoss:
                 self.enabled = False
                 return self(model, batch)
         return outputs.loss, outputs
+
+    def summed(self, model: Any, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
+        """``(sum of the cross-entropy over the answer tokens of the batch, outputs)``, in float32; 0 (still a
+        function of every weight the forward used, so that DDP finds their gradients) for a batch without any."""
+        loss, outputs = self(model, batch)
+        count = answer_token_count(batch["labels"])
+        if not bool(count):
+            return outputs.logits.float().sum() * 0.0, outputs
+        # the model's loss is the mean over these tokens: times their number is their sum
+        return loss.float() * count.to(loss.device), outputs
 
     @staticmethod
     def _kept_loss_is_right(outputs: Any, targets: torch.Tensor) -> bool:

@@ -2,7 +2,9 @@
 
 ``FinetuneConfig.regularizer`` names one (``{name: ewc, options: {strength: 100, data: [digits]}}``); the trainer
 builds it once, from the model as training starts, and adds ``regularizer.penalty(batch, outputs)`` to every
-micro-batch's loss (the logged loss includes it). "As training starts" is before a resumed run loads its
+micro-batch's loss weighted by that micro-batch's share of the optimizer step's answer tokens (over accumulation
+steps and processes): a penalty of the weights (l2, ewc) counts once per step, a per-token mean (lwf) becomes the
+mean over the step's answer tokens, as in one process with one batch (the logged loss includes it). "As training starts" is before a resumed run loads its
 checkpoint's weights, so the anchor is the same on every (re)start:
 
 - ``l2``: ``strength/2 * sum (w - w0)^2`` over the trainable parameters, ``w0`` their values at the start;

@@ -2,7 +2,10 @@
 
 ``finetune(cfg)`` loads the model, lets the method choose what trains, builds instruction examples from the
 datasets, and runs AdamW with a warmup + cosine (or linear / constant) schedule, gradient accumulation, clipping
-and mixed precision. Every optimizer step is appended to ``<out>/train_log.jsonl``; a checkpoint is written after
+and mixed precision. The loss of an optimizer step is its answer tokens' summed cross-entropy over their number,
+counted over its accumulation steps and processes (transformers' ``num_items_in_batch``), so DDP, FSDP and gradient
+accumulation train and log exactly as one process taking the step's samples in one batch. Every optimizer step is
+appended to ``<out>/train_log.jsonl``; a checkpoint is written after
 every epoch (and every ``save_every_steps``). Rerunning the same config on the same ``out`` continues from the last
 complete checkpoint and ends with the same weights as an uninterrupted run: the epoch order is a function of
 (seed, epoch), and the checkpoint restores weights, optimizer, scheduler and every process's RNG state.
@@ -14,6 +17,7 @@ written before stay as they are.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import logging
@@ -22,7 +26,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 import yaml
@@ -33,6 +37,7 @@ from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from ..identity import open_run
 from ..config import dump_yaml, read_yaml, to_dict
 from ..errors import ConfigError, TrainingError
+from ..models.feature_cache import CACHE_FOLDER, cached_vision_tower, vision_feature_cache
 from ..models.loading import LoadedModel, load_model, resolve_device
 from ..runs import RunDir, atomic_write_text, dumps_strict, read_jsonl
 from ..runs.provenance import run_info
@@ -54,7 +59,7 @@ from .checkpoints import (
 from .config import RESUME_KEYS, FinetuneConfig
 from .data import EpochShuffleSampler, InstructionDataset, describe_items, processor_only, training_items
 from .examples import collate_examples
-from .loss import AnswerLoss
+from .loss import AnswerLoss, answer_token_count
 from .methods.base import METHODS, count_parameters
 from .regularizers import build_regularizer
 
@@ -84,7 +89,10 @@ class FinetuneResult:
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "lm"} | {"final_loss": self.final_loss}
+        # not dataclasses.asdict: it deep-copies every field before dropping one, and an FSDP-sharded model
+        # refuses to be copied
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "lm"} | {
+            "final_loss": self.final_loss}
 
     @property
     def final_loss(self) -> float | None:
@@ -334,6 +342,10 @@ def finetune(
     accelerator.wait_for_everyone()
 
     appender = run.appender(TRAIN_LOG) if accelerator.is_main_process else None
+    # a frozen vision tower runs once per image for every epoch and epoch-end evaluation (a study's cache if open)
+    features = contextlib.ExitStack()
+    features.enter_context(vision_feature_cache(cfg.cache_vision_features, run.path / CACHE_FOLDER))
+    features.enter_context(cached_vision_tower(unwrapped))
     trainable_params = [p for p in model.parameters() if p.requires_grad]
     check_grad_norm = accelerator.mixed_precision != "fp16"  # fp16's scaler skips steps with inf gradients itself
     max_norm = cfg.max_grad_norm if cfg.max_grad_norm else float("inf")
@@ -349,27 +361,35 @@ def finetune(
             loader.set_epoch(epoch)
             skip = step_in_epoch * cfg.grad_accum
             batches = accelerator.skip_first_batches(loader, skip) if skip else loader
-            group_loss = torch.zeros((), device=accelerator.device)
-            for i, batch in enumerate(batches, start=skip):
-                group_start = i - i % cfg.grad_accum
-                group_len = min(cfg.grad_accum, micro_per_epoch - group_start)
-                last_in_group = i == group_start + group_len - 1
-                sync = contextlib.nullcontext() if last_in_group else accelerator.no_sync(model)
-                with sync:
-                    loss, outputs = answer_loss(model, batch)
-                    if regularizer is not None:
-                        loss = loss + regularizer.penalty(batch, outputs)
-                    mean_loss = accelerator.reduce(loss.detach().float(), reduction="mean")
-                    if not torch.isfinite(mean_loss):
-                        raise TrainingError(
-                            f"the loss is {mean_loss.item()} at step {global_step + 1} (epoch {epoch + 1}); "
-                            f"training stopped. {_keeps(last_checkpoint)} Lower the learning rate (lr={cfg.lr:g}), "
-                            "set max_grad_norm, or use bf16 instead of fp16"
-                        )
-                    accelerator.backward(loss / group_len)
-                group_loss += mean_loss / group_len
-                if not last_in_group:
-                    continue
+            for group in accumulation_groups(batches, skip, cfg.grad_accum, micro_per_epoch):
+                # the answer tokens of the whole optimizer step, on every process: each micro-batch's summed loss
+                # is divided by it (transformers' num_items_in_batch), so a token weighs the same in any split
+                local_tokens = sum(answer_token_count(b["labels"]) for b in group)
+                step_tokens = accelerator.reduce(torch.as_tensor(local_tokens, device=accelerator.device).float(),
+                                                 reduction="sum").clamp(min=1.0)
+                step_loss_sum = torch.zeros((), device=accelerator.device)
+                for j, batch in enumerate(group):
+                    sync = contextlib.nullcontext() if j == len(group) - 1 else accelerator.no_sync(model)
+                    with sync:
+                        loss_sum, outputs = answer_loss.summed(model, batch)
+                        loss = loss_sum / step_tokens
+                        if regularizer is not None:
+                            # weighted by the micro-batch's share of the step's answer tokens: a penalty of the
+                            # weights alone (l2, ewc) adds up to itself once per step, a per-token one (lwf) to
+                            # its mean over the step's answer tokens
+                            share = answer_token_count(batch["labels"]).float() / step_tokens
+                            loss = loss + regularizer.penalty(batch, outputs) * share
+                        contribution = accelerator.reduce(loss.detach().float(), reduction="sum")
+                        if not torch.isfinite(contribution):
+                            raise TrainingError(
+                                f"the loss is {contribution.item()} at step {global_step + 1} (epoch {epoch + 1}); "
+                                f"training stopped. {_keeps(last_checkpoint)} Lower the learning rate "
+                                f"(lr={cfg.lr:g}), set max_grad_norm, or use bf16 instead of fp16"
+                            )
+                        # DDP and FSDP average the gradients over the processes; this loss is already a share of
+                        # the whole step's, so their sum is wanted
+                        accelerator.backward(loss * accelerator.num_processes)
+                    step_loss_sum += contribution
                 lr_now = scheduler.get_last_lr()[0]
                 grad_norm = accelerator.clip_grad_norm_(trainable_params, max_norm)
                 grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
@@ -385,8 +405,7 @@ def finetune(
                 opt.zero_grad(set_to_none=True)
                 global_step += 1
                 step_in_epoch += 1
-                step_loss = float(group_loss)
-                group_loss = torch.zeros((), device=accelerator.device)
+                step_loss = float(step_loss_sum)
                 now = time.perf_counter()
                 if appender is not None:
                     appender.write({"step": global_step, "epoch": round(epoch + step_in_epoch / steps_per_epoch, 4),
@@ -420,6 +439,7 @@ def finetune(
                 saved.append(str(path))
                 call_epoch_end(epochs_done, last_checkpoint)
     finally:
+        features.close()
         if appender is not None:
             appender.close()
 
@@ -437,6 +457,22 @@ def finetune(
         run.mark_done()
     accelerator.wait_for_everyone()
     return result
+
+
+def accumulation_groups(batches: Iterable[Any], start: int, grad_accum: int,
+                        micro_per_epoch: int) -> Iterator[list[Any]]:
+    """The micro-batches of ``batches`` (numbered from ``start``, a multiple of ``grad_accum``) grouped by optimizer
+    step: ``grad_accum`` each, the last group of the epoch what is left. A group is read whole before its first
+    backward, as its token count divides every micro-batch's loss (transformers' Trainer reads them so too)."""
+    group: list[Any] = []
+    for i, batch in enumerate(batches, start=start):
+        group.append(batch)
+        group_start = i - i % grad_accum
+        if i == group_start + min(grad_accum, micro_per_epoch - group_start) - 1:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def _keeps(checkpoint: Checkpoint | None) -> str:

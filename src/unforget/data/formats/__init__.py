@@ -7,6 +7,8 @@ Formats: ``mnist-idx`` (MNIST / Fashion-MNIST IDX files), ``cifar10`` and ``cifa
 pickle folders, read through a restricted unpickler: ``safe_pickle``), ``imagefolder`` (ImageNet / miniImageNet class
 folders), ``jsonl`` and ``csv`` (rows of image path, question, answer or label) and ``hf`` (a ``datasets`` dataset
 saved with ``save_to_disk``, a folder of parquet files, or an image folder read with the ``imagefolder`` builder).
+Multiple choice (task ``multiple_choice``, sample parts in :mod:`unforget.data.choices`): ``scienceqa`` (ScienceQA's
+problems.json / pid_splits.json), ``mmbench-tsv`` (VLMEvalKit's TSV) and ``mc-jsonl`` (question, options, answer).
 
 Loaders are strict: a missing file, a malformed header / line / column or a label outside the class list raises
 a :class:`DataError` (or :class:`BadSampleError`) naming the file and line or index. Image files are opened

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from ...errors import DataError
+from ...registry import did_you_mean
 from ..types import ImageDataset, Sample
 from ._common import (SINGLE_SPLIT, class_names_option, is_image, register_format, templates_or_default,
                       wanted_splits)
+from ._benchmark import BENCHMARK_METRICS, CAPTION_PROMPT, check_caption_metric, SHORT_ANSWER_PROMPT, answer_list_option
 from ._table import columns_error, index_labels, sample_answer, sample_question
 
 @contextlib.contextmanager
@@ -107,6 +109,28 @@ def _hf_image(value: Any, base: Path, where: str) -> Any:
                     "bytes or paths")
 
 
+def _human_answers(value: Any, where: str) -> list[str]:
+    """Human answers of a row: a list of texts or of ``{"answer": text}`` (VQAv2 on the Hub)."""
+    if not isinstance(value, list) or not value:
+        raise DataError(f"{where}: expected a non-empty list of answers, found {value!r}")
+    out = [v.get("answer") if isinstance(v, dict) else v for v in value]
+    if not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in out):
+        raise DataError(f"{where}: answers must be texts or {{\"answer\": text}}, found {value[:3]!r}")
+    return [str(v) for v in out]
+
+
+def get_scorer_name(metric: str, task: str) -> None:
+    """Refuse an unknown metric, or one on a set that is not free-answer VQA, before any model loads."""
+    if task == "caption":
+        check_caption_metric(metric, "hf")
+        return
+    if metric not in BENCHMARK_METRICS:
+        raise DataError(f"hf: unknown metric '{metric}'.{did_you_mean(metric, list(BENCHMARK_METRICS))} Metrics: "
+                        f"{', '.join(BENCHMARK_METRICS)}.")
+    if task != "vqa":
+        raise DataError(f"hf: metric '{metric}' scores free answers; this dataset is a {task} set")
+
+
 def _describe_columns(features: Any) -> str:
     return ", ".join(f"{k} ({getattr(v, '_type', type(v).__name__)})" for k, v in features.items())
 
@@ -126,11 +150,21 @@ def load_hf(
     splits: Sequence[str] | str | None = None,
     templates: Sequence[str] | None = None,
     name: str | None = None,
+    metric: str = "",
+    answers_column: str | None = None,
+    captions_column: str | None = None,
+    answer_list: Sequence[str] | str | None = None,
 ) -> ImageDataset:
     """A dataset from ``datasets``, read from disk only. The image column is the first ``Image`` feature (or
     ``image_column``); a ``ClassLabel`` column (or ``label_column``) makes it classification with the feature's
     names as classes, otherwise ``question_column`` / ``answer_column`` make it VQA. A single saved
-    ``Dataset`` or parquet files without split names become the split ``split``."""
+    ``Dataset`` or parquet files without split names become the split ``split``.
+
+    Benchmarks: ``metric`` names the scorer (``vqa``, ``exact``, ``pope``: evaluation/scorers.py);
+    ``answers_column`` holds the human answers (texts, or VQAv2's ``[{"answer": ...}]``) the VQA accuracy counts;
+    ``captions_column`` (a list of captions per row) makes a captioning set instead; ``answer_list`` is what rank
+    mode ranks on a free-answer set."""
+
     import datasets  # start-up time, as above
 
     root = Path(path).expanduser()
@@ -149,12 +183,17 @@ def load_hf(
                                        next((c for c in ("image", "img") if c in cols), None))
         if img_col is None or img_col not in cols:
             raise DataError(f"{where}: no image column; columns: {_describe_columns(features)}. Set image_column=")
+        for column, option in ((answers_column, "answers_column"), (captions_column, "captions_column")):
+            if column and column not in cols:
+                raise columns_error(where, cols, column, option)
         lab_col = label_column or next((c for c, f in features.items() if isinstance(f, datasets.ClassLabel)), None)
+        if captions_column:
+            lab_col = None
         if lab_col is None and not (question_column in cols and answer_column in cols) and "label" in cols:
             lab_col = "label"
         if lab_col is not None and lab_col not in cols:
             raise columns_error(where, cols, lab_col, "label_column")
-        if lab_col is None:
+        if lab_col is None and not captions_column:
             for column, option in ((question_column, "question_column"), (answer_column, "answer_column")):
                 if column not in cols:
                     raise DataError(f"{where}: no label column (ClassLabel) and no '{column}' column; columns: "
@@ -181,26 +220,50 @@ def load_hf(
                 raise DataError(f"{where}: its class list differs from the other splits'; pass class_names")
             names = split_names
             answers: list[tuple[str | None, list[str] | None]] = [(None, None)] * n
+        elif captions_column:
+            task = "caption"
+            answers = [sample_answer(v, f"{where} row {i} (column '{captions_column}')")
+                       for i, v in enumerate(table.column(captions_column).to_pylist())]
+            answers = [(all_[0] if all_ else one, all_ or [one]) for one, all_ in answers]  # type: ignore[misc]
         else:
             answers = [sample_answer(v, f"{where} row {i} (column '{answer_column}')")
                        for i, v in enumerate(table.column(answer_column).to_pylist())]
         samples = []
         for i in range(n):
-            question = sample_question(questions[i], required=lab_col is None,
+            question = sample_question(questions[i], required=lab_col is None and not captions_column,
                                  where=f"{where} row {i} (column '{question_column}')")
             answer, all_answers = answers[i]
+            if answers_column:
+                all_answers = _human_answers(table.column(answers_column)[i].as_py(),
+                                             f"{where} row {i} (column '{answers_column}')")
             samples.append(Sample(
                 id=ids[i], image=_hf_image(images[i], base, f"{where} row {i}"), label=labels[i],
-                question=question, answer=answer, meta={"answers": all_answers} if all_answers else {},
+                question=question, answer=answer,
+                meta=({} if not all_answers else
+                      {"captions": all_answers} if captions_column else {"answers": all_answers}),
             ))
         if len(set(ids)) != n:
             dup = next(k for k, c in Counter(ids).items() if c > 1)
             raise DataError(f"{where}: sample id '{dup}' appears more than once in column '{id_column}'")
         out[split_name] = samples
+    benchmark_prompt = {"caption": [CAPTION_PROMPT], "vqa": [SHORT_ANSWER_PROMPT] if metric else []}.get(task, [])
     ds = ImageDataset(
         name=name or root.name, task=task, splits=out, class_names=names or [],  # type: ignore[arg-type]
-        templates=templates_or_default(templates) if task == "classification" else list(templates or []),
-        source=str(root), description=f"Hugging Face dataset from {root}",
+        templates=templates_or_default(templates) if task == "classification" else list(
+            templates if templates is not None else benchmark_prompt),
+        source=str(root), description=f"Hugging Face dataset from {root}", metric=metric,
+        answer_list=answer_list_option(answer_list, "hf"),
     )
+    if metric:
+        get_scorer_name(metric, task)
+        lacking = next((s for ss in out.values() for s in ss if not s.meta.get("answers")), None)
+        if metric == "vqa" and lacking is not None:
+            raise DataError(f"hf dataset {root} sample {lacking.id}: metric=vqa scores an answer against the human "
+                            "answers; give them with answers_column= (or as a list in the answer column)")
+        not_yes_no = next((s for ss in out.values() for s in ss if str(s.answer).strip().lower() not in ("yes", "no")),
+                          None)
+        if metric == "pope" and not_yes_no is not None:
+            raise DataError(f"hf dataset {root} sample {not_yes_no.id}: the answer is {not_yes_no.answer!r}; POPE "
+                            "answers are 'yes' or 'no'")
     ds.check_labels()
     return ds

@@ -8,6 +8,11 @@ from typing import Any, Sequence
 from .base import JUDGES, JudgeItem, Verdict, normalise
 
 
+# an answer opening with an option letter: "A.", "A)", "(A)", "A:" (multiple choice); the letter "A" would
+# otherwise normalise away as the article "a"
+_OPTION_LEAD = re.compile(r"\s*\(?([A-Za-z])\s*[.):](?!\w)")
+
+
 class ExactJudge:
     """Finds which label the answer names, also inside a sentence ("The number is seven." -> "7").
 
@@ -16,12 +21,17 @@ class ExactJudge:
 
     name = "exact"
     description = "normalised label / synonym matching (also inside a sentence)"
-    version = "1"
+    version = "2"  # 2: an answer opening with a one-letter label ("A. ...", "(A)") is read as that label
 
     def identity(self) -> dict[str, Any]:
         return {"judge": self.name, "version": self.version}
 
     def match(self, answer: str, labels: Sequence[str], synonyms: dict[str, list[str]]) -> tuple[str | None, bool]:
+        lead = _OPTION_LEAD.match(answer)
+        if lead:  # "A. Fowler's position": a one-letter label opening the answer as an option letter names it
+            picked = [label for label in labels if label.strip().lower() == lead.group(1).lower()]
+            if len(picked) == 1:
+                return picked[0], True
         text = f" {normalise(answer)} "
         hits: list[tuple[int, int, str]] = []  # (position, -length, label)
         for label in labels:

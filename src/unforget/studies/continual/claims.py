@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ...reports.document import name_the_changes
 from ...stats import ClaimCheck, check_claim, mcnemar_exact, paired_bootstrap_test
 from .records import ContinualRun, StrategyRecords, correct_by_id, per_sample_forgetting
 
@@ -93,7 +94,9 @@ def _forgets_less(run: ContinualRun, arm: StrategyRecords, naive: StrategyRecord
         return _not_shown(claim, "fewer than two samples were judged in every evaluation compared", arm, paper)
     test = replace(paired_bootstrap_test(theirs, ours, alpha=run.alpha, n_resamples=run.n_resamples, seed=0),
                    delta_of=f"{arm.name} - {naive.name}")
-    check = check_claim(claim, test, "negative", subject="mean per-sample forgetting on the earlier tasks")
+    check = name_the_changes(check_claim(claim, test, "negative",
+                                         subject="mean per-sample forgetting on the earlier tasks"),
+                             rose=f"{{n}} samples forgot more with {arm.name}", fell=f"{{n}} forgot less")
     if final_ours:
         final = mcnemar_exact(final_theirs, final_ours, alpha=run.alpha)
         details.append(f"accuracy on the earlier tasks after the last task: {naive.name} {final.before}, "

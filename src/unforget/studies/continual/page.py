@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...reports.document import (
+    preconditions_section,
     BulletList,
     Claim,
     ClaimList,
@@ -47,6 +48,8 @@ def _part(e: Estimate | None, part: str = "value") -> float | None:
 def build_continual_report(summary: ContinualSummary) -> Report:
     colours = colour_map([s.name for s in summary.strategies])
     report = Report(title=f"Continual study: {summary.name}", facts=_facts(summary))
+    if summary.preconditions.checks:
+        report.sections.append(preconditions_section(summary.preconditions.checks))
     report.sections.append(_claims_section(summary))
     report.sections.append(_metrics_section(summary, colours))
     report.sections.append(_matrix_section(summary))
@@ -90,8 +93,9 @@ def _claims_section(summary: ContinualSummary) -> Section:
         "The paper's claim: regularised (few parameters, low learning rate) and data-hybrid (replay) training forget "
         "less than naive sequential fine-tuning. Checked for every strategy against naive on the earlier tasks' test "
         "samples, paired: per sample, forgetting = correct after its own task - correct after the last task; the "
-        f"strategies' means are compared with a paired bootstrap test at alpha = {summary.alpha:g}. 'held': "
-        "significantly lower forgetting; 'not held': significantly higher; 'not shown': not significant. Marked "
+        f"strategies' means are compared with a one-sided paired bootstrap test at alpha = {summary.alpha:g} (the "
+        "claim has a direction). 'held': significantly lower forgetting; 'not held': significantly higher; 'not "
+        "shown': neither. Marked "
         "(paper) where the strategy is one the paper's claim is about.")
     blocks: list[Any] = [intro]
     if not summary.claims:

@@ -45,6 +45,7 @@ from ...data import load_dataset
 from ...errors import ModelLoadError, TrainingError
 from ...evaluation.config import EvalConfig
 from ...evaluation.evaluator import evaluate
+from ...models.feature_cache import CACHE_FOLDER, cached_vision_tower, vision_feature_cache
 from ...models.loading import LoadedModel, load_configured_model
 from ...runs import RunDir, atomic_write_json, sub_run
 from ...training import trainer
@@ -64,6 +65,12 @@ ProgressFn = Callable[[str, int, int], None]
 def run_continual(cfg: ContinualConfig, progress: ProgressFn | None = None) -> Path:
     """Run (or resume) the study into its folder and write its summary and report there; returns the folder."""
     out = Path(cfg.out or Path("runs") / "continual" / cfg.name)
+    # a frozen vision tower runs once per image for the whole study: every step, evaluation and strategy
+    with vision_feature_cache(cfg.train.cache_vision_features, out / CACHE_FOLDER):
+        return _run_continual(cfg, out, progress)
+
+
+def _run_continual(cfg: ContinualConfig, out: Path, progress: ProgressFn | None) -> Path:
     root = open_checked_run(out, "continual", cfg)
     root.write_config(cfg)
     ev = eval_config(cfg)
@@ -73,15 +80,17 @@ def run_continual(cfg: ContinualConfig, progress: ProgressFn | None = None) -> P
     probe = make_probe(cfg.probe, cfg.tasks, None)
     if not base_run.is_done() or base_probe_pending(probe, out, base_run, {"step": -1}):
         lm = load_running_model(cfg, [])
-        if probe is not None:
-            probe.prepare(lm, base_file(out))
-            record_probe(probe, lm, base_run, {"step": -1}, 1.0 - cfg.alpha)
-        if not base_run.is_done():
-            log.info("evaluating the base model on %s", ", ".join(cfg.tasks))
-            result = evaluate(ev, lm=lm, run=base_run, progress=_prefixed(progress, "base"), tag={"step": -1})
-            tasks = [{"index": i, "ref": ref, "dataset": load_dataset(ref).name} for i, ref in enumerate(cfg.tasks)]
-            base_run.write_metrics({"tasks": tasks, **result.to_dict()})
-            base_run.mark_done()
+        with cached_vision_tower(lm.model):
+            if probe is not None:
+                probe.prepare(lm, base_file(out))
+                record_probe(probe, lm, base_run, {"step": -1}, 1.0 - cfg.alpha)
+            if not base_run.is_done():
+                log.info("evaluating the base model on %s", ", ".join(cfg.tasks))
+                result = evaluate(ev, lm=lm, run=base_run, progress=_prefixed(progress, "base"), tag={"step": -1})
+                tasks = [{"index": i, "ref": ref, "dataset": load_dataset(ref).name}
+                         for i, ref in enumerate(cfg.tasks)]
+                base_run.write_metrics({"tasks": tasks, **result.to_dict()})
+                base_run.mark_done()
         del lm
 
     for arm in cfg.strategies:
@@ -160,8 +169,9 @@ def _train_step(cfg: ContinualConfig, arm: StrategyRun, strategy: Strategy, opti
 def _evaluate_step(cfg: ContinualConfig, arm: StrategyRun, step: Step, lm: LoadedModel, ev: EvalConfig,
                    progress: ProgressFn | None, probe: Any = None) -> None:
     sub = _step_run(step.folder)
-    result = evaluate(ev, lm=lm, run=sub, progress=progress, tag={"step": step.index})
-    probed = record_probe(probe, lm, sub, {"step": step.index}, 1.0 - cfg.alpha)
+    with cached_vision_tower(lm.model):
+        result = evaluate(ev, lm=lm, run=sub, progress=progress, tag={"step": step.index})
+        probed = record_probe(probe, lm, sub, {"step": step.index}, 1.0 - cfg.alpha)
     sub.write_metrics({"strategy": arm.name, "step": step.index, "task": step.task,
                        "accuracy": {name: r.metrics.accuracy for name, r in result.results.items()},
                        **result.to_dict(), **({"probe": probed} if probed is not None else {})})

@@ -13,14 +13,15 @@ The folder is read by :mod:`.records`. From the per-sample records:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ... import __version__
 from ..probing import probe_mean, rank_correlation
 from ...stats import Estimate, wilson_interval
-from .claims import ForgetsLessClaim, check_claims
+from ..preconditions import Precondition, Preconditions, all_of, any_of, hold_back, paired_change
+from .claims import CLAIM_ID, ForgetsLessClaim, check_claims
 from .metrics import ContinualEstimates, continual_metrics_with_intervals
 from .records import (
     ContinualRun,
@@ -188,6 +189,7 @@ class ContinualSummary:
     claims: list[ForgetsLessClaim]
     probe: ProbeSummary | None
     notes: list[str]
+    preconditions: Preconditions = field(default_factory=lambda: Preconditions([]))
 
     @property
     def confidence(self) -> float:
@@ -213,6 +215,7 @@ class ContinualSummary:
             "base_done": self.base_done,
             "base_accuracy": [_estimate(e) for e in self.base_accuracy],
             "strategies": [s.to_dict() for s in self.strategies],
+            "preconditions": self.preconditions.to_dict(),
             "claims": [c.to_dict() for c in self.claims],
             "probe": self.probe.to_dict() if self.probe is not None else None,
             "notes": list(self.notes),
@@ -227,6 +230,9 @@ def summarise_continual(run_dir: str | Path) -> ContinualSummary:
     run = read_continual_run(run_dir)
     cfg = run.config
     ev = cfg.get("eval") or {}
+    preconditions = continual_preconditions(run)
+    claims = [replace(c, check=hold_back(c.check, CLAIM_ID, preconditions, PRECONDITION_CLAIMS))
+              for c in check_claims(run)]
     return ContinualSummary(
         name=cfg.get("name"),
         run_dir=str(run.path),
@@ -239,10 +245,64 @@ def summarise_continual(run_dir: str | Path) -> ContinualSummary:
         base_done=run.base_done,
         base_accuracy=[_cell_estimate(run.base.get(t.dataset, []), run.alpha) for t in run.tasks],
         strategies=[_summarise_strategy(run, arm) for arm in run.strategies],
-        claims=check_claims(run),
+        claims=claims,
         probe=probe_summary(run),
         notes=_notes(run),
+        preconditions=preconditions,
     )
+
+
+# ---------------------------------------------------------------------------------------------- preconditions
+
+# the claim ids (`.claims`) that lean on each precondition: with it failed, they are judged on nothing
+PRECONDITION_CLAIMS: dict[str, tuple[str, ...]] = {
+    "tasks-learned": (CLAIM_ID,),
+    "naive-forgets": (CLAIM_ID,),
+}
+
+
+def _paired(a: dict[Any, bool], b: dict[Any, bool]) -> tuple[list[bool], list[bool]]:
+    ids = [i for i in a if i in b]
+    return [a[i] for i in ids], [b[i] for i in ids]
+
+
+def continual_preconditions(run: ContinualRun) -> Preconditions:
+    """What the claims need of naive sequential fine-tuning (the baseline every claim compares with): each task is
+    learnt when it is trained (accuracy on task i after step i above the base model's), and it forgets (accuracy on
+    the earlier tasks after the last step below their accuracy after their own step, pooled, i.e. BWT < 0; or the
+    first task's alone). One-sided exact McNemar tests on the paired samples."""
+    naive = next((a for a in run.strategies if a.strategy == "naive"), None)
+    if naive is None:
+        return Preconditions([])
+    learned = []
+    for i, task in enumerate(run.tasks):
+        if i >= len(naive.steps) or not naive.steps[i].done:
+            continue
+        before, after = _paired(correct_by_id(run.base.get(task.dataset, [])),
+                                correct_by_id(naive.steps[i].records.get(task.dataset, [])))
+        learned.append(paired_change("tasks-learned", "", before, after, "positive", run.alpha,
+                                     f"{task.label}: base -> after training it ({naive.name})"))
+    checks = [all_of("tasks-learned", f"Each task is learnt when trained ({naive.name}: accuracy on task i after "
+                                      "training task i exceeds the base model's)", learned)]
+    if len(run.tasks) >= 2 and naive.complete:
+        last = naive.steps[-1]
+        own_all: list[bool] = []
+        last_all: list[bool] = []
+        first: Precondition | None = None
+        for j, task in enumerate(run.tasks[:-1]):
+            own, after = _paired(correct_by_id(naive.steps[j].records.get(task.dataset, [])),
+                                 correct_by_id(last.records.get(task.dataset, [])))
+            own_all += own
+            last_all += after
+            if j == 0:
+                first = paired_change("naive-forgets", "", own, after, "negative", run.alpha,
+                                      f"{task.label} (the first task): after training it -> after the last task")
+        parts = [paired_change("naive-forgets", "", own_all, last_all, "negative", run.alpha,
+                               "the earlier tasks pooled (BWT): after their own step -> after the last task")]
+        parts += [first] if first is not None else []
+        checks.append(any_of("naive-forgets", f"Naive sequential fine-tuning ({naive.name}) forgets: BWT < 0 "
+                                              "(significant) or the first task's accuracy falls", parts))
+    return Preconditions(checks)
 
 
 def _cell_estimate(records: list[Record], alpha: float) -> Estimate | None:

@@ -1,9 +1,9 @@
 """EMT's findings (arXiv 2309.10313) checked on a run's own samples, each with paired exact McNemar tests:
 
 1. early fine-tuning helps the other datasets (epoch 1 beats the base model);
-2. longer fine-tuning degrades them (the last epoch is worse than the best), and the answers drift to the fine-tuning
-   set's labels (the label-leak rate rises);
-3. fine-tuning the projector alone retains more than LoRA: every arm whose method trains only the projector against
+2. longer fine-tuning degrades them (the last epoch is worse than the best);
+3. the answers drift to the fine-tuning set's labels (the label-leak rate rises);
+4. fine-tuning the projector alone retains more than LoRA: every arm whose method trains only the projector against
    every arm of the same seed whose method trains low-rank adapters (what each method does is the registered
    method's own knowledge: ``FinetuneMethod.projector_only``, ``FinetuneMethod.low_rank``).
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Sequence
 
+from ...reports.document import name_the_changes
 from ...stats import ClaimCheck, PairedTest, check_claim, mcnemar_exact
 from .records import Arm, ByDataset, EmtRun, judged, paired_flags, pooled
 
@@ -72,9 +73,11 @@ def _per_dataset_details(run: EmtRun, before: ByDataset, after: ByDataset, datas
 
 
 def _check(claim: str, before: list[bool], after: list[bool], alpha: float, expect: str, subject: str,
-           delta_of: str) -> ClaimCheck:
+           delta_of: str, rose: str = "{n} answers turned right", fell: str = "{n} turned wrong") -> ClaimCheck:
+    """``rose`` / ``fell``: what the samples that changed did, in words (flag no -> yes, yes -> no)."""
     test: PairedTest = replace(mcnemar_exact(before, after, alpha=alpha), delta_of=delta_of)
-    return check_claim(claim, test, expect, subject=subject)  # type: ignore[arg-type]
+    return name_the_changes(check_claim(claim, test, expect, subject=subject),  # type: ignore[arg-type]
+                            rose, fell)
 
 
 def _claim_early_helps(run: EmtRun, arm: Arm) -> EmtClaim:
@@ -159,7 +162,9 @@ def _claim_labels_leak(run: EmtRun, arm: Arm) -> EmtClaim:
                         _not_shown(claim, "no sample was judged in both evaluations"), extra)
     check = _check(claim, before, after, run.alpha, "positive",
                    f"share of answers naming {run.names[run.fine_tuning_set]} labels on {run.listed(usable)}",
-                   f"last (epoch {last}) - base")
+                   f"last (epoch {last}) - base",
+                   rose=f"{{n}} answers started naming a {run.names[run.fine_tuning_set]} label",
+                   fell="{n} stopped")
     details = extra + _per_dataset_details(run, run.base, arm.epochs[last], usable, "leak", "label-leak rate")
     return EmtClaim("fine-tuning-labels-leak", arm.label, check, details, compared=[0, last])
 
@@ -180,6 +185,7 @@ def _claim_projector_retains(run: EmtRun, projector: Arm, lora: Arm) -> EmtClaim
         return EmtClaim("projector-retains-more", arms, _not_shown(claim, "the two arms share no judged sample"))
     check = _check(claim, before, after, run.alpha, "positive",
                    f"accuracy on the other datasets ({run.listed(others)}), {lora.name} (epoch {lora.last_epoch}) "
-                   f"vs {projector.name} (epoch {projector.last_epoch})", f"{projector.name} - {lora.name}")
+                   f"vs {projector.name} (epoch {projector.last_epoch})", f"{projector.name} - {lora.name}",
+                   rose=f"{{n}} answers right only with {projector.name}", fell=f"{{n}} right only with {lora.name}")
     return EmtClaim("projector-retains-more", arms, check, _per_dataset_details(run, lo, pr, others),
                     compared=[lora.last_epoch, projector.last_epoch])

@@ -18,6 +18,7 @@ from ...reports.document import (
     format_estimate,
     format_number,
     format_p,
+    claim_test_text,
 )
 from ...reports.language import LANGUAGE_COLUMNS, language_panels, language_table_cells
 from ...reports.names import named_refs
@@ -41,8 +42,8 @@ BASELINE_NAMES = {"linear-probe": "linear probe (vision encoder)", "zero-shot": 
 CLAIM_TITLES = {
     "early-fine-tuning-helps": "(1) epoch 1 beats base on the other sets",
     "long-fine-tuning-degrades": "(2) last epoch worse than best on the other sets",
-    "fine-tuning-labels-leak": "(2) more answers with fine-tuning labels",
-    "projector-retains-more": "(3) projector-only retains more than LoRA",
+    "fine-tuning-labels-leak": "(3) more answers with fine-tuning labels",
+    "projector-retains-more": "(4) projector-only retains more than LoRA",
 }
 SMOOTH_ABOVE = 50  # loss curves with more steps get a moving average over the raw values
 
@@ -107,9 +108,10 @@ def _facts(summary: EmtSummary) -> list[tuple[str, str]]:
 def _claims_section(summary: EmtSummary) -> Section:
     claims = [Claim(c.check.claim, c.check.verdict, c.check.evidence, list(c.details)) for c in summary.claims]
     intro = Paragraph(
-        "EMT's findings checked on this run's own samples with paired exact McNemar tests at alpha = "
-        f"{summary.alpha:g}. 'held': significant in the claimed direction; 'not held': significant the other way; "
-        "'not shown': not significant (with the samples that would show an effect of the observed size).")
+        "EMT's findings checked on this run's own samples, each as it is stated: a one-sided paired exact McNemar "
+        f"test in the claimed direction at alpha = {summary.alpha:g}. 'held': the one-sided test rejects; 'not "
+        "held': the one-sided test of the opposite direction rejects; 'not shown': neither (with the samples that "
+        "would show an effect of the observed size).")
     blocks: list[Any] = [intro]
     if not claims:
         blocks.append(Paragraph("No fine-tuning arm has been evaluated yet."))
@@ -119,8 +121,8 @@ def _claims_section(summary: EmtSummary) -> Section:
         test = c.check.test.to_dict() if c.check.test is not None else None
         rows.append([CLAIM_TITLES.get(c.id, c.id), c.arm, c.check.verdict,
                      f"{test['delta_of']} = {format_estimate(test['delta'])}" if test else "-",
-                     format_p(test["p_value"]) if test else "-"])
-    blocks.append(Table(["claim", "arm", "verdict", "effect [interval]", "p"], rows,
+                     claim_test_text(c.check)])
+    blocks.append(Table(["claim", "arm", "verdict", "effect [interval]", "test"], rows,
                         "At a glance; the sentences below give the numbers behind each verdict."))
     blocks.append(ClaimList(claims))
     return Section("Claims", blocks)

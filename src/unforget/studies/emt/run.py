@@ -31,10 +31,11 @@ from ...checks import open_checked_run
 from ...data import load_dataset
 from ...data.sampling import select_split
 from ...errors import ConfigError
-from ...evaluation.alignment import visual_text_alignment
+from ...evaluation.alignment import alignment_unsupported, visual_text_alignment
 from ...evaluation.config import EvalConfig
 from ...evaluation.evaluator import evaluate
 from ...evaluation.probe import ForgettingProbe
+from ...models.feature_cache import CACHE_FOLDER, cached_vision_tower, vision_feature_cache
 from ...models.loading import LoadedModel, load_configured_model
 from ...runs import RunDir, atomic_write_json, read_jsonl, sub_run
 from ...scale.sharding import current_shard
@@ -63,28 +64,23 @@ def epoch_eval_config(ev: EvalConfig) -> EvalConfig:
 
 
 def run_emt(cfg: EmtConfig, progress: ProgressFn | None = None) -> Path:
+    out = Path(cfg.out or Path("runs") / "emt" / cfg.name)
+    # a frozen vision tower runs once per image for the whole study: the base model, every epoch, every arm
+    with vision_feature_cache(cfg.train.cache_vision_features, out / CACHE_FOLDER):
+        return _run_emt(cfg, out, progress)
+
+
+def _run_emt(cfg: EmtConfig, out: Path, progress: ProgressFn | None) -> Path:
     # under accelerate launch every process runs the study: evaluations are sharded over them, fine-tuning is
     # DDP, and the main process alone writes the study's files (probe, alignment, metrics, report)
     main = current_shard().is_main
-    out = Path(cfg.out or Path("runs") / "emt" / cfg.name)
     root = open_checked_run(out, "emt", cfg, main=main)
     if main:
         root.write_config(cfg)
     ev = eval_config(cfg)
     lm = load_configured_model(cfg.model)
-
-    probe = _make_probe(cfg, ev, lm, out) if main else None
-    base_run = sub_run(out, "base", "eval")
-    _write_probe(cfg, probe, lm, base_run, 0, {})
-    base_language = _write_language(cfg, ev, lm, base_run, 0, {}) if main else None
-    if not base_run.is_done():
-        log.info("evaluating the base model on %s", ", ".join(ev.datasets))
-        result = evaluate(ev, lm=lm, run=base_run, progress=_prefixed(progress, "base"), tag={"epoch": 0})
-        if main:
-            base_run.write_metrics({"epoch": 0, **result.to_dict(),
-                                    **({"language": base_language} if base_language else {})})
-            _write_alignment(lm, cfg, base_run, 0)
-            base_run.mark_done()
+    with cached_vision_tower(lm.model):
+        probe = _evaluate_base(cfg, ev, lm, out, progress, main)
 
     for seed in cfg.seeds:
         for arm in cfg.methods:
@@ -100,6 +96,24 @@ def run_emt(cfg: EmtConfig, progress: ProgressFn | None = None) -> Path:
     if main:
         write_study_report(out, STUDIES.get("emt"))
     return out
+
+
+def _evaluate_base(cfg: EmtConfig, ev: EvalConfig, lm: LoadedModel, out: Path, progress: ProgressFn | None,
+                   main: bool) -> ForgettingProbe | None:
+    """The base model's probe distributions, evaluation, language scores and alignment (epoch 0); the probe."""
+    probe = _make_probe(cfg, ev, lm, out) if main else None
+    base_run = sub_run(out, "base", "eval")
+    _write_probe(cfg, probe, lm, base_run, 0, {})
+    base_language = _write_language(cfg, ev, lm, base_run, 0, {}) if main else None
+    if not base_run.is_done():
+        log.info("evaluating the base model on %s", ", ".join(ev.datasets))
+        result = evaluate(ev, lm=lm, run=base_run, progress=_prefixed(progress, "base"), tag={"epoch": 0})
+        if main:
+            base_run.write_metrics({"epoch": 0, **result.to_dict(),
+                                    **({"language": base_language} if base_language else {})})
+            _write_alignment(lm, cfg, base_run, 0)
+            base_run.mark_done()
+    return probe
 
 
 def _run_arm(cfg: EmtConfig, arm: MethodRun, seed: int, sub: RunDir, ev: EvalConfig,
@@ -167,7 +181,11 @@ def _write_language(cfg: EmtConfig, ev: EvalConfig, lm: LoadedModel, run: RunDir
 
 
 def _write_alignment(lm: LoadedModel, cfg: EmtConfig, run: RunDir, epoch: int) -> None:
-    if cfg.alignment_limit <= 0 or lm.family not in ("llava", "llava_next", "llava_onevision"):
+    if cfg.alignment_limit <= 0:
+        return
+    reason = alignment_unsupported(lm)
+    if reason is not None:
+        log.warning("visual-text alignment left out: %s", reason)
         return
     done = {(r["epoch"], r["dataset"]) for r in read_jsonl(run.file("alignment.jsonl"))}
     with run.appender("alignment.jsonl") as app:

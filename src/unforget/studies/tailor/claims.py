@@ -4,12 +4,14 @@ interval clears the bar, "not held" when it lies wholly below, else "not shown")
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Mapping
 
 from ...reports.document import format_interval
 from ...stats import ClaimCheck, Estimate, json_float
 from .config import MULTI, HeadlineCheck
-from .summary import HeadlineClaim, RunSummary, TailorSummary
+from ..preconditions import hold_back
+from .summary import PRECONDITION_CLAIMS, HeadlineClaim, RunSummary, TailorSummary
 
 HEADLINE_METHOD = "model-tailor"  # the method the paper's claims are about
 
@@ -71,7 +73,8 @@ def group_claims(summary: TailorSummary, group: str, rows: list[RunSummary]) -> 
 
 def check_claims(summary: TailorSummary) -> TailorSummary:
     """``summary`` with its claims: keep and reach per group."""
-    summary.claims = [c for group, data in summary.groups.items() for c in group_claims(summary, group, data.runs)]
+    summary.claims = [replace(c, check=hold_back(c.check, c.id, summary.preconditions, PRECONDITION_CLAIMS))
+                      for group, data in summary.groups.items() for c in group_claims(summary, group, data.runs)]
     return summary
 
 

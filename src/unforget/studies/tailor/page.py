@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...reports.document import (
+    preconditions_section,
     BulletList,
     Claim,
     ClaimList,
@@ -169,6 +170,8 @@ def build_tailor_report(summary: TailorSummary) -> Report:
     if any(names[d] != d for d in refs):
         report.facts.insert(4, ("dataset references", named_refs(refs, names)))
     claims = [Claim(c.check.claim, c.check.verdict, c.check.evidence, list(c.details or [])) for c in summary.claims]
+    if summary.preconditions.checks:
+        report.sections.append(preconditions_section(summary.preconditions.checks))
     report.sections.append(Section("Headline", [
         Paragraph("Model Tailor (arXiv 2402.12048) reports that grafting at most 10% of the fine-tuned weights onto "
                   "the base model keeps about 99% of its original-task performance and reaches about 97% of the "

@@ -28,9 +28,11 @@ from ... import __version__
 from ...config import read_yaml
 from ...errors import DataError
 from ...evaluation.captioning import caption_record_scores
+from ...evaluation.scorers import record_score
 from ...reports.names import display_names
 from ...runs import read_json, read_jsonl
 from ...stats import ClaimCheck, Estimate, bootstrap_interval, json_float, retention, wilson_interval
+from ..preconditions import Preconditions, all_of, paired_change
 from .config import MULTI, HeadlineCheck, TailoringArm
 from .plan import plan_runs, target_groups
 from ...runs.layout import CONFIG, DONE, SAMPLES
@@ -175,7 +177,7 @@ class ScoreEstimate:
     """A dataset's score with its interval: accuracy (Wilson) or mean CIDEr-D (bootstrap)."""
 
     estimate: Estimate
-    metric: str  # accuracy | cider
+    metric: str  # accuracy | cider | score (a benchmark set's mean per-sample score)
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.estimate.to_dict(), "metric": self.metric}
@@ -314,6 +316,7 @@ class TailorSummary:
     groups: dict[str, GroupSummary]
     missing_runs: list[str]
     claims: list[HeadlineClaim] = field(default_factory=list)
+    preconditions: Preconditions = field(default_factory=lambda: Preconditions([]))
 
     @property
     def confidence(self) -> float:
@@ -332,6 +335,7 @@ class TailorSummary:
             "sparsities": self.sparsities, "eval": asdict(self.eval), "base": self.base.to_dict(),
             "finetuned": {t: f.to_dict() for t, f in self.finetuned.items()},
             "groups": {g: d.to_dict() for g, d in self.groups.items()},
+            "preconditions": self.preconditions.to_dict(),
             "claims": [c.to_dict() for c in self.claims], "missing_runs": list(self.missing_runs),
         }
 
@@ -344,11 +348,12 @@ def is_caption(records: Sequence[Record]) -> bool:
 
 
 def sample_scores(records: Sequence[Record]) -> dict[str, float]:
-    """Per sample id: 1/0 correctness (classification, VQA; unjudged left out) or CIDEr-D (caption sets)."""
+    """Per sample id: the benchmark score of a benchmark set's record (VQA accuracy...), else 1/0 correctness
+    (classification, VQA; unjudged left out), or CIDEr-D (caption sets)."""
     if is_caption(records):
         return caption_record_scores(records)
-    return {r["id"]: float(bool(r["correct"])) for r in records
-            if not r.get("skipped") and r.get("correct") is not None}
+    scores = {r["id"]: record_score(r) for r in records}
+    return {i: v for i, v in scores.items() if v is not None}
 
 
 def paired_scores(reference: dict[str, float], other: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
@@ -363,6 +368,8 @@ def score_estimate(records: Sequence[Record], alpha: float) -> ScoreEstimate | N
         return None
     if is_caption(records):
         return ScoreEstimate(bootstrap_interval(lambda s: s.mean(axis=-1), scores, confidence=1.0 - alpha), "cider")
+    if not np.isin(scores, (0.0, 1.0)).all():  # fractional benchmark scores (VQA accuracy): no binomial interval
+        return ScoreEstimate(bootstrap_interval(lambda s: s.mean(axis=-1), scores, confidence=1.0 - alpha), "score")
     return ScoreEstimate(wilson_interval(int(scores.sum()), scores.size, 1.0 - alpha), "accuracy")
 
 
@@ -458,7 +465,30 @@ def summarise_numbers(run_dir: str | Path) -> TailorSummary:
         targets=run.targets, alpha=run.alpha, headline=run.headline, sparsities=run.sparsities, eval=run.eval,
         base=BaseSummary(run.base.done, _scores(run, run.base, [*run.original, *run.targets.values()])),
         finetuned={t: _finetuned_summary(run, t, ev) for t, ev in run.finetuned.items()},
-        groups=groups, missing_runs=_missing_runs(run))
+        groups=groups, missing_runs=_missing_runs(run), preconditions=tailor_preconditions(run))
+
+
+# the claim ids (`.claims`) that lean on each precondition: reach is a share of a fine-tuned model that must have
+# learnt its target, and keeping the original tasks is no feat for a patch of a fine-tune that changed nothing
+PRECONDITION_CLAIMS: dict[str, tuple[str, ...]] = {"finetunes-learn": ("reach", "keep")}
+
+
+def tailor_preconditions(run: TailorStudyRun) -> Preconditions:
+    """Each target's fine-tuned model beats the base model on its own target, paired on the same samples: a
+    one-sided exact McNemar test on correct/incorrect, a paired bootstrap on CIDEr-D or fractional scores."""
+    parts = []
+    for target, dataset in run.targets.items():
+        base_scores = sample_scores(run.base.records.get(dataset, []))
+        tuned_scores = sample_scores(run.finetuned[target].records.get(dataset, []))
+        before, after = paired_scores(base_scores, tuned_scores)
+        binary = bool(np.isin(np.concatenate([before, after]), (0.0, 1.0)).all()) and not is_caption(
+            run.base.records.get(dataset, []))
+        parts.append(paired_change("finetunes-learn", "", [float(x) for x in before], [float(x) for x in after],
+                                   "positive", run.alpha,
+                                   f"{target} ({run.names.get(dataset, dataset)}): base -> fine-tuned "
+                                   f"({'accuracy' if binary else 'mean score'})", scores=not binary))
+    return Preconditions([all_of("finetunes-learn", "Each fine-tune beats the base model on its own target",
+                                 parts)])
 
 
 __all__ = ["BaseSummary", "EvalFacts", "FinetunedSummary", "GroupSummary", "HeadlineClaim", "Reach",

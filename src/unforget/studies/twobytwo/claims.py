@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
+from ...reports.document import name_the_changes
 from ...stats import ClaimCheck, PairedTest, Verdict, check_claim, forgetting_delta, mcnemar_exact
 from .config import CELL_LABELS, OOD_IMAGE_CELLS, TARGET_CELL
 from .records import Record, RunRecords, TwoByTwoRun, paired_flags, pooled
@@ -66,10 +67,13 @@ def check_claims(run: TwoByTwoRun) -> list[ClaimResult]:
 
 
 def _check(claim: str, before: list[bool], after: list[bool], alpha: float, expect: str, subject: str,
-           delta_of: str, margin: float = 0.0) -> ClaimCheck:
-    """`stats.check_claim` on an exact McNemar test of ``after`` vs ``before`` (delta = after - before)."""
+           delta_of: str, margin: float = 0.0, rose: str = "{n} answers turned right",
+           fell: str = "{n} turned wrong") -> ClaimCheck:
+    """`stats.check_claim` on an exact McNemar test of ``after`` vs ``before`` (delta = after - before); ``rose`` /
+    ``fell`` say in words what the samples that changed did."""
     test: PairedTest = replace(mcnemar_exact(before, after, alpha=alpha), delta_of=delta_of)
-    return check_claim(claim, test, expect, subject=subject, margin=margin)  # type: ignore[arg-type]
+    return name_the_changes(check_claim(claim, test, expect, subject=subject, margin=margin),  # type: ignore[arg-type]
+                            rose, fell)
 
 
 def _not_shown(claim: str, why: str) -> ClaimCheck:
@@ -99,12 +103,12 @@ def _params(r: RunRecords) -> str:
 
 def _claim_no_ood_forgetting(run: TwoByTwoRun, r: RunRecords) -> ClaimResult:
     claim = (f"{r.name} ({r.method_name}, lr {r.lr:g}, {_params(r)}) does not forget on OOD images: accuracy "
-             f"changes by at most {run.margin:g}") if r.lr is not None else f"{r.name} does not forget on OOD images"
+             f"falls by at most {run.margin:g}") if r.lr is not None else f"{r.name} does not forget on OOD images"
     before, after = paired_flags(pooled(run.base, OOD_IMAGE_CELLS), pooled(r.records, OOD_IMAGE_CELLS))
     if not before:
         return ClaimResult("no-ood-image-forgetting", [r.name],
                            _not_shown(claim, "no OOD-image sample judged in both the base and this run yet"))
-    check = _check(claim, before, after, run.alpha, "no_change", f"accuracy on {_cells_text(OOD_IMAGE_CELLS)}",
+    check = _check(claim, before, after, run.alpha, "not_worse", f"accuracy on {_cells_text(OOD_IMAGE_CELLS)}",
                    f"{r.name} - base", margin=run.margin)
     return ClaimResult("no-ood-image-forgetting", [r.name], check,
                        _per_cell_details(run.base, r.records, OOD_IMAGE_CELLS, run.alpha, "accuracy"))
@@ -119,7 +123,8 @@ def _claim_forgets_less(run: TwoByTwoRun, constrained: RunRecords, free: RunReco
         return ClaimResult(claim_id, runs, _not_shown(claim, "the two runs share no judged OOD-image sample yet"))
     check = _check(claim, before, after, run.alpha, "positive",
                    f"accuracy on {_cells_text(OOD_IMAGE_CELLS)}, {free.name} vs {constrained.name}",
-                   f"{constrained.name} - {free.name}")
+                   f"{constrained.name} - {free.name}", rose=f"{{n}} answers right only with {constrained.name}",
+                   fell=f"{{n}} right only with {free.name}")
     details = _per_cell_details(free.records, constrained.records, OOD_IMAGE_CELLS, run.alpha, "accuracy")
     for r in (constrained, free):
         x, y = paired_flags(pooled(run.base, OOD_IMAGE_CELLS), pooled(r.records, OOD_IMAGE_CELLS))
@@ -153,15 +158,17 @@ def _hybrid_claims(run: TwoByTwoRun) -> list[ClaimResult]:
         claim = f"Hybrid data ({mix}) recovers {CELL_LABELS[cell]} against the task alone ({plain.name})"
         before, after = paired_flags(plain.records.get(cell, []), r.records.get(cell, []))
         check = (_check(claim, before, after, run.alpha, "positive", f"accuracy on {CELL_LABELS[cell]}",
-                        f"{r.name} - {plain.name}") if before else
+                        f"{r.name} - {plain.name}", rose=f"{{n}} answers right only with {r.name}",
+                        fell=f"{{n}} right only with {plain.name}") if before else
                  _not_shown(claim, "the two runs share no judged sample on this cell yet"))
         out.append(ClaimResult("hybrid-recovers-ood-text", [r.name, plain.name], check,
                                _per_cell_details(run.base, r.records, [cell], run.alpha, "accuracy from the base")))
         claim = (f"With hybrid data ({mix}) the target gain stays: target accuracy within {run.margin:g} of the task "
                  f"alone ({plain.name})")
         before, after = paired_flags(plain.records.get(TARGET_CELL, []), r.records.get(TARGET_CELL, []))
-        check = (_check(claim, before, after, run.alpha, "no_change", f"accuracy on {CELL_LABELS[TARGET_CELL]}",
-                        f"{r.name} - {plain.name}", margin=run.margin) if before else
+        check = (_check(claim, before, after, run.alpha, "not_worse", f"accuracy on {CELL_LABELS[TARGET_CELL]}",
+                        f"{r.name} - {plain.name}", margin=run.margin, rose=f"{{n}} answers right only with {r.name}",
+                        fell=f"{{n}} right only with {plain.name}") if before else
                  _not_shown(claim, "the two runs share no judged target sample yet"))
         out.append(ClaimResult("hybrid-keeps-target-gain", [r.name, plain.name], check,
                                _per_cell_details(run.base, r.records, [TARGET_CELL], run.alpha, "gain from the base")))

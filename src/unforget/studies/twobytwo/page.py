@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure as MplFigure
-
 from ...reports.document import (
+    preconditions_section,
     BulletList,
     Claim,
     ClaimList,
@@ -23,19 +20,21 @@ from ...reports.document import (
     format_estimate,
     format_number,
     format_p,
+    claim_test_text,
 )
 from ...reports.language import LANGUAGE_COLUMNS, language_table_cells
 from ...reports.names import display_names
 from ...reports.plots import (
-    DPI,
-    PALETTE,
     HeatmapPanel,
     LinePanel,
     ReferenceLine,
+    ScatterPanel,
+    ScatterPoint,
     Series,
     colour_map,
     heatmap,
     line_plot,
+    numbered_scatter,
 )
 from ...reports.probe import correlation_sentence, scatter_panel
 from ...stats import Estimate
@@ -59,6 +58,8 @@ GRID_CELLS = (("id_image_id_text", "id_image_ood_text"), ("ood_image_id_text", "
 
 def build_twobytwo_report(summary: TwoByTwoSummary) -> Report:
     report = Report(title=f"2x2 study: {summary.name}", facts=_facts(summary))
+    if summary.preconditions.checks:
+        report.sections.append(preconditions_section(summary.preconditions.checks))
     report.sections.append(_claims_section(summary))
     report.sections.append(_grids_section(summary))
     sweep = [r for r in summary.runs if r.kind == "sweep"]
@@ -101,10 +102,12 @@ def _facts(summary: TwoByTwoSummary) -> list[tuple[str, str]]:
 
 def _claims_section(summary: TwoByTwoSummary) -> Section:
     blocks: list[Any] = [Paragraph(
-        "The paper's findings (arXiv 2603.14493) checked on this run's own samples with paired exact McNemar tests "
-        f"at alpha = {summary.alpha:g}. 'held': significant in the claimed direction (for 'no forgetting' / "
-        f"'stays': the interval of the change lies within +/-{summary.margin:g}); 'not held': significant the "
-        "other way (or the interval lies beyond the margin); 'not shown': neither.")]
+        "The paper's findings (arXiv 2603.14493) checked on this run's own samples, each as it is stated, with "
+        f"paired exact McNemar statistics at alpha = {summary.alpha:g}. Directional claims ('recovers', 'forgets "
+        "less', 'overfits'): 'held' when the one-sided test in the claimed direction rejects, 'not held' when the "
+        "one-sided test of the opposite direction rejects. 'No forgetting' / 'stays' claims are non-inferiority "
+        f"tests with margin {summary.margin:g}: 'held' when the lower end of the change's interval lies above "
+        f"-{summary.margin:g}, 'not held' when the whole interval lies below it. 'not shown': neither.")]
     claims = summary.claims
     if not claims:
         blocks.append(Paragraph("No run has been evaluated yet."))
@@ -120,8 +123,8 @@ def _claims_section(summary: TwoByTwoSummary) -> Section:
         test = c.check.test
         rows.append([CLAIM_TITLES.get(c.id, c.id), ", ".join(c.runs), c.verdict,
                      f"{test.delta_of} = {_estimate(test.delta)}" if test else "-",
-                     format_p(test.p_value) if test else "-"])
-    blocks.append(Table(["claim", "runs", "verdict", "effect [interval]", "p"], rows,
+                     claim_test_text(c.check)])
+    blocks.append(Table(["claim", "runs", "verdict", "effect [interval]", "test"], rows,
                         "At a glance; the sentences below give the numbers behind each verdict."))
     blocks.append(ClaimList([Claim(c.check.claim, c.verdict, c.check.evidence, list(c.details)) for c in claims]))
     return Section("Claims", blocks)
@@ -214,10 +217,16 @@ def _pareto_section(summary: TwoByTwoSummary) -> Section:
     png = pareto_plot(runs, panels)
     front = [r.name for r in runs if r.pareto_other]
     front_ood = [r.name for r in runs if r.pareto_ood_image]
+    key = [[str(i), r.name, _run_label(r), _params_text(r.trainable_parameters), format_number(r.target_gain),
+            format_number(r.forgetting_other), format_number(r.forgetting_ood_image),
+            ", ".join(n for n, on in (("3 other", r.pareto_other), ("OOD images", r.pareto_ood_image)) if on) or "-"]
+           for i, r in enumerate(runs, 1)]
     return Section("Pareto front: target gain vs forgetting", [
-        Figure("pareto", png, "Every run as a point (circles: sweep, triangles: hybrid), labelled with its learning "
-                              "rate and trainable parameters; the line joins the Pareto front (no other run has "
-                              "less forgetting and more gain)."),
+        Figure("pareto", png, "Every run as a numbered point (circles: sweep, triangles: hybrid; the table below "
+                              "names each number); the dark line joins the Pareto front (no other run has less "
+                              "forgetting and more gain). Runs at the same place share one label."),
+        Table(["#", "run", "setting", "trainable parameters", "target gain", "forgetting (3 other cells)",
+               "forgetting (OOD images)", "on the front"], key, "The numbers in the Pareto plot."),
         BulletList([f"front (3 other cells): {', '.join(front) or '-'}",
                     f"front (OOD-image cells): {', '.join(front_ood) or '-'}"]),
     ])
@@ -377,42 +386,18 @@ class ParetoPanel:
 
 
 def pareto_plot(runs: Sequence[RunPoint], panels: Sequence[ParetoPanel]) -> bytes:
-    """Target gain (y) against forgetting (x), one panel per forgetting measure: every run a point coloured by
-    method, the Pareto front joined by a line."""
-    colours = colour_map([r.method_name for r in runs])
-    fig = MplFigure(figsize=(5.4 * len(panels), 4.4), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    handles: dict[str, Any] = {}
-    for ax, panel in zip(axes, panels):
-        x_of = panel.forgetting
-        pts = [r for r in runs if _finite(x_of(r)) and _finite(r.target_gain)]
-        for r in pts:
-            colour = colours.get(r.method_name, PALETTE[0])
-            marker = "o" if r.kind == "sweep" else "^"
-            h = ax.scatter([x_of(r)], [r.target_gain], color=colour, marker=marker, s=36, zorder=3)
-            handles.setdefault(r.method_name if r.kind == "sweep" else f"hybrid ({r.method_name})", h)
-            label = _run_label(r) + f"\n{_params_text(r.trainable_parameters)}"
-            ax.annotate(label, (x_of(r), r.target_gain), fontsize=6, xytext=(4, 3), textcoords="offset points")
-        front = sorted([r for r in pts if panel.on_front(r)], key=lambda r: x_of(r))
-        if len(front) > 1:
-            ax.plot([x_of(r) for r in front], [r.target_gain for r in front], color="#555555", linewidth=1,
-                    linestyle=(0, (4, 2)), zorder=2)
-        ax.axhline(0, color="#bbbbbb", linewidth=0.8)
-        ax.axvline(0, color="#bbbbbb", linewidth=0.8)
-        ax.set_xlabel(f"{panel.xlabel} (base - tuned)", fontsize=9)
-        ax.set_ylabel("target gain (tuned - base)", fontsize=9)
-        ax.grid(True, alpha=0.3)
-        ax.tick_params(labelsize=8)
-        if not pts:
-            ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="#888888")
-    if handles:
-        fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=min(len(handles), 4),
-                   fontsize=8, frameon=False)
-    fig.suptitle("Target gain vs forgetting", fontsize=12)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
-    return buf.getvalue()
+    """Target gain (y) against forgetting (x), one panel per forgetting measure: every run a point numbered as in
+    the key table (its position in ``runs``, from 1) and coloured by method, the Pareto front joined by a line."""
+    scatter = []
+    for panel in panels:
+        points = [ScatterPoint(i, panel.forgetting(r), r.target_gain,
+                               r.method_name if r.kind == "sweep" else f"hybrid ({r.method_name})",
+                               "o" if r.kind == "sweep" else "^") for i, r in enumerate(runs, 1)]
+        on_front = [(i, r) for i, r in enumerate(runs, 1) if panel.on_front(r) and _finite(panel.forgetting(r))]
+        front = [i for i, r in sorted(on_front, key=lambda ir: float(panel.forgetting(ir[1])))]
+        scatter.append(ScatterPanel("", points, f"{panel.xlabel} (base - tuned)", "target gain (tuned - base)",
+                                    front=front))
+    return numbered_scatter(scatter, title="Target gain vs forgetting")
 
 
 def _finite(x: Any) -> bool:

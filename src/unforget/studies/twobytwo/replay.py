@@ -39,6 +39,12 @@ def write_replay_set(lm: LoadedModel, source: HybridSource, count: int, run: Run
     VQA set in ``run``: images as PNGs, one row per answer. Appended as it goes; a rerun continues."""
     ds = load_dataset(source.dataset)
     samples = ds.split(source.split)
+    text_only = next((s for s in samples if s.image is None), None)
+    if text_only is not None:
+        # a replay set is image + question + the base model's answer; a text-only (conversation) sample has no image
+        raise ConfigError(f"replay source '{source.name}' ({source.dataset}) holds text-only samples (e.g. "
+                          f"{text_only.id}): replay asks the base model about images. Use it as a plain hybrid "
+                          f"source instead (hybrid.sources: replay: false), which trains on its own answers")
     done = {r["id"]: r for r in read_jsonl(run.file(REPLAY_FILE))}
     kept = sum(1 for r in done.values() if r["answer"])
     images = run.path / "images"

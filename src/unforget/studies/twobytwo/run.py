@@ -17,6 +17,7 @@ from ...data import load_dataset
 from ...errors import ConfigError
 from ...evaluation.config import EvalConfig
 from ...evaluation.evaluator import evaluate
+from ...models.feature_cache import CACHE_FOLDER, cached_vision_tower, vision_feature_cache
 from ...models.loading import load_configured_model
 from ...reports.language import language_row
 from ...runs import RunDir, atomic_write_json, sub_run
@@ -40,6 +41,12 @@ ProgressFn = Callable[[str, int, int], None]
 def run_twobytwo(cfg: TwoByTwoConfig, progress: ProgressFn | None = None) -> Path:
     study = STUDIES.get("2x2")
     out = Path(cfg.out or Path("runs") / study.name / cfg.name)
+    # a frozen vision tower runs once per image for the whole study: the base model and every run of the sweep
+    with vision_feature_cache(cfg.train.cache_vision_features, out / CACHE_FOLDER):
+        return _run_twobytwo(cfg, study, out, progress)
+
+
+def _run_twobytwo(cfg: TwoByTwoConfig, study: Any, out: Path, progress: ProgressFn | None) -> Path:
     root = open_checked_run(out, study.run_kind, cfg)
     root.write_config(cfg)
     write_cell_names(cfg, root)
@@ -62,7 +69,8 @@ def run_twobytwo(cfg: TwoByTwoConfig, progress: ProgressFn | None = None) -> Pat
         language = record_language(cfg.language, text, lm, base_run, {"epoch": 0}, 1.0 - cfg.alpha)
         if not _evaluated(base_run, ev):
             log.info("evaluating the base model on the four cells")
-            result = evaluate(ev, lm=lm, run=base_run, progress=_prefixed(progress, "base"), tag={"epoch": 0})
+            with cached_vision_tower(lm.model):
+                result = evaluate(ev, lm=lm, run=base_run, progress=_prefixed(progress, "base"), tag={"epoch": 0})
             base_run.write_metrics({"epoch": 0, **result.to_dict(), **({"language": language} if language else {})})
             base_run.mark_done()
         for source in todo_replay:
@@ -128,8 +136,9 @@ def _run_spec(cfg: TwoByTwoConfig, spec: RunSpec, sub: RunDir, ev: EvalConfig, p
                            lr=lr, epochs=spec.epochs, seed=cfg.seed, out=str(sub.path / "train"))
     log.info("%s: %s, lr %g, %d epoch(s), data %s", spec.name, spec.method.name, lr, spec.epochs, spec.datasets)
     result = trainer.finetune(ft, progress=_prefixed(progress, f"{spec.name} train"))
-    evaluation = evaluate(ev, lm=result.lm, run=sub, progress=_prefixed(progress, spec.name),
-                          tag={"epoch": result.epochs_done})
+    with cached_vision_tower(result.lm.model):
+        evaluation = evaluate(ev, lm=result.lm, run=sub, progress=_prefixed(progress, spec.name),
+                              tag={"epoch": result.epochs_done})
     probed = None
     if probe is not None:
         load_base_distributions(probe, result.lm, sub.path.parents[1])

@@ -25,7 +25,7 @@ Every figure is recomputed from the judged records, pairing the same (dataset, i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -34,6 +34,7 @@ from ...reports.language import change_sentence, change_verdicts
 from ..language_scores import language_point
 from ..probing import probe_mean, rank_correlation
 from ...stats import Estimate, PairedTest, forgetting_delta, wilson_interval
+from ..preconditions import Precondition, Preconditions, any_of, hold_back, paired_change
 from .claims import ClaimResult, check_claims
 from .config import CELL_KEYS, CELL_LABELS, OOD_IMAGE_CELLS, OTHER_CELLS, TARGET_CELL
 from .records import (
@@ -360,6 +361,7 @@ class TwoByTwoSummary:
     probe: ProbeSummary | None
     language: LanguageSummary | None
     notes: list[str]
+    preconditions: Preconditions = field(default_factory=lambda: Preconditions([]))
     unforget: str = __version__
     cell_labels: dict[str, str] = field(default_factory=lambda: dict(CELL_LABELS))
 
@@ -382,6 +384,7 @@ class TwoByTwoSummary:
             "base": {c: (e.to_dict() if e else None) for c, e in self.base.items()},
             "runs": [r.to_dict() for r in self.runs],
             "heatmaps": {str(epochs): h.to_dict() for epochs, h in self.heatmaps.items()},
+            "preconditions": self.preconditions.to_dict(),
             "claims": [c.to_dict() for c in self.claims],
             "probe": self.probe.to_dict() if self.probe else None,
             "language": self.language.to_dict() if self.language else None,
@@ -399,6 +402,8 @@ def summarise_twobytwo(run_dir: str | Path) -> TwoByTwoSummary:
         points[i].pareto_ood_image = True
     cfg = run.config
     sweep_cfg, hybrid_cfg, eval_cfg = cfg.get("sweep") or {}, cfg.get("hybrid") or {}, cfg.get("eval") or {}
+    preconditions = twobytwo_preconditions(run)
+    claims = [replace(c, check=hold_back(c.check, c.id, preconditions, PRECONDITION_CLAIMS)) for c in check_claims(run)]
     return TwoByTwoSummary(
         run_dir=str(run.path),
         name=cfg.get("name", run.path.name),
@@ -415,11 +420,43 @@ def summarise_twobytwo(run_dir: str | Path) -> TwoByTwoSummary:
         base={cell: _accuracy(run.base.get(cell, []), run.alpha) for cell in CELL_KEYS},
         runs=points,
         heatmaps=_heatmaps(run, points),
-        claims=check_claims(run),
+        claims=claims,
         probe=probe_summary(run, points),
         language=language_summary(run),
         notes=_notes(run),
+        preconditions=preconditions,
     )
+
+
+# the claim ids (`.claims`) that lean on each precondition: with it failed, they are judged on nothing
+PRECONDITION_CLAIMS: dict[str, tuple[str, ...]] = {
+    "target-gain": ("task-alone-overfits-ood-text", "hybrid-recovers-ood-text", "hybrid-keeps-target-gain"),
+    "sweep-learns-target": ("no-ood-image-forgetting", "lower-lr-forgets-less", "fewer-parameters-forget-less"),
+}
+
+
+def target_improves(run: TwoByTwoRun, r: RunRecords, precondition_id: str, name: str) -> Precondition:
+    """Run ``r``'s accuracy on the target cell rises above the base model's (one-sided exact McNemar, paired)."""
+    before, after = paired_flags(run.base.get(TARGET_CELL, []), r.records.get(TARGET_CELL, []))
+    return paired_change(precondition_id, name, before, after, "positive", run.alpha,
+                         f"{r.name}: accuracy on {CELL_LABELS[TARGET_CELL]}")
+
+
+def twobytwo_preconditions(run: TwoByTwoRun) -> Preconditions:
+    """What the claims need of the run itself: the task-alone fine-tune (hybrid r=0, the reference of every hybrid
+    claim) learns its target; some sweep run learns it (otherwise "does not forget" holds for a model that did
+    nothing)."""
+    checks = []
+    plain = next((r for r in run.runs if r.kind == "hybrid" and r.ratio == 0.0), None)
+    if plain is not None:
+        checks.append(target_improves(run, plain, "target-gain",
+                                      f"The task-alone fine-tune ({plain.name}) improves the target cell over the "
+                                      "base model"))
+    sweep = [r for r in run.runs if r.kind == "sweep"]
+    if sweep:
+        checks.append(any_of("sweep-learns-target", "Some sweep run improves the target cell over the base model",
+                             [target_improves(run, r, "sweep-learns-target", "") for r in sweep]))
+    return Preconditions(checks)
 
 
 def _run_point(run: TwoByTwoRun, r: RunRecords) -> RunPoint:
