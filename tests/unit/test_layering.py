@@ -120,3 +120,24 @@ def test_a_function_level_import_says_why():
     """An import hidden in a function couples two modules where nobody looks; it stays only for a reason given in a
     comment (an optional dependency, start-up time of the CLI, a heavy library used by one path)."""
     assert function_level_imports() == []
+
+
+def test_run_folder_file_names_are_spelled_only_in_runs_layout():
+    # the run package owns the folder layout: a study or report that spells "samples.jsonl" itself drifts from it
+    # the day a name changes (every name runs/layout.py defines, read from its own source)
+    layout = SRC / "runs" / "layout.py"
+    names = [node.value.value for node in ast.parse(layout.read_text()).body
+             if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)]
+    assert {"samples.jsonl", "metrics.json", "config.yaml", "run.json", "DONE", "train_log.jsonl"} <= set(names)
+    offenders = []
+    for path in sorted(SRC.rglob("*.py")):
+        if path == layout:
+            continue
+        tree = ast.parse(path.read_text())
+        exported = {id(c) for node in tree.body if isinstance(node, ast.Assign)  # __all__ lists names, not files
+                    and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)
+                    for c in ast.walk(node.value)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value in names and id(node) not in exported:
+                offenders.append(f"{path.relative_to(SRC)}:{node.lineno}: {node.value!r}")
+    assert not offenders, "run-folder file names spelled outside runs/layout.py:\n" + "\n".join(offenders)

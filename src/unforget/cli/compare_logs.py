@@ -14,6 +14,7 @@ from ..studies.report import write_run_report
 from .arguments import add_overwrite_arg
 from .console import console
 from .verb import Verb
+from ..runs.layout import METRICS
 
 
 def add_compare_logs(p: argparse.ArgumentParser) -> None:
@@ -52,7 +53,7 @@ def run_compare_logs(args: argparse.Namespace) -> int:
     for side, names in (("base", comparison.base_only_tasks), ("fine-tuned", comparison.finetuned_only_tasks)):
         if names:
             con.print(f"[yellow]logged by the {side} model only:[/] {', '.join(names)}")
-    con.print(f"-> {folder / 'metrics.json'}\n-> {files.html}")
+    con.print(f"-> {folder / METRICS}\n-> {files.html}")
     return 0
 
 

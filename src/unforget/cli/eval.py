@@ -16,7 +16,7 @@ from rich.table import Table
 from .. import config as unforget_config  # used as unforget_config.load_config: tests replace that function
 from ..errors import ConfigError, UnforgetError
 from ..reports.names import display_names
-from ..runs import RunDir, read_manifest, write_manifest
+from ..runs import CONFIG, RunDir, read_manifest, write_manifest
 from ..studies.report import write_run_report
 from .arguments import add_model_args, add_overwrite_arg, model_overrides, split_list
 from .console import ProgressTracker, console, progress_bar, report_unjudged
@@ -93,9 +93,10 @@ def run_eval(args: argparse.Namespace) -> int:
         named = Path(args.model).name if trained is not None else Path(cfg.model.name).name
         cfg.out = str(Path("runs") / "eval" / f"{named}-{time.strftime('%Y%m%d-%H%M%S')}")
     # every name resolved and the folder's identity checked before the model loads; nothing is created on failure
-    run = open_checked_run(cfg.out, "eval", cfg, main=current_shard().is_main, overwrite=args.overwrite,
-                           drop=("batch_size",))
-    run.write_config(cfg)
+    main = current_shard().is_main
+    run = open_checked_run(cfg.out, "eval", cfg, main=main, overwrite=args.overwrite, drop=("batch_size",))
+    if main:  # another process writing here before the main one has checked the folder would fail that check
+        run.write_config(cfg)
     con = console()
     con.print(f"[bold]unforget eval[/] model={cfg.model.name} datasets={','.join(cfg.datasets)} mode={cfg.mode} "
               f"-> {run.path}")
@@ -153,7 +154,7 @@ def finetuned_model(name: str) -> FinetunedModel | None:
     run, checkpoint = folder, None
     if (folder / "trainer_state.json").is_file() and folder.parent.name == "checkpoints":
         run, checkpoint = folder.parent.parent, folder
-    config = run / "config.yaml"
+    config = run / CONFIG
     if not config.is_file() or (run / "config.json").is_file():
         return None
     data = unforget_config.read_yaml(config)
@@ -184,7 +185,7 @@ def run_rejudge(args: argparse.Namespace, base: dict[str, Any]) -> int:
     if not args.out:
         raise ConfigError("--rejudge needs the run folder to judge again: --out RUN")
     folder = Path(args.out)
-    config = Path(args.config) if args.config else folder / "config.yaml"
+    config = Path(args.config) if args.config else folder / CONFIG
     if not config.is_file():
         raise ConfigError(f"{folder} has no config.yaml: --rejudge works on an `unforget eval` run folder "
                           "(or pass -c with the config it was run with)")

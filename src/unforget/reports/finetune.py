@@ -33,9 +33,9 @@ from .document import (
 )
 from .names import display_names, named_refs
 from .plots import LinePanel, Series, line_plot, moving_average
+from ..runs.layout import TRAIN_LOG
 
 # the layout of unforget.training (not imported: that pulls in torch)
-TRAIN_LOG = "train_log.jsonl"
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
 TRAIN_SUBFOLDER = "train"  # a study's sub-run keeps its training folder here

@@ -15,8 +15,8 @@ from typing import Any, Literal, Mapping, Sequence
 from ..runs import read_jsonl
 from .document import format_estimate
 from .plots import LinePanel, Series
+from ..runs.layout import LANGUAGE_FILE
 
-LANGUAGE_FILE = "language.jsonl"
 ChangeVerdict = Literal["worse", "better", "no change shown"]
 
 

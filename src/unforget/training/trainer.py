@@ -62,10 +62,10 @@ from .examples import collate_examples
 from .loss import AnswerLoss, answer_token_count
 from .methods.base import METHODS, count_parameters
 from .regularizers import build_regularizer
+from ..runs.layout import CONFIG, TRAIN_LOG
 
 log = logging.getLogger(__name__)
 
-TRAIN_LOG = "train_log.jsonl"
 
 EpochEndFn = Callable[[int, LoadedModel], None]  # (epoch, 1-based; the model being trained, in eval mode)
 ProgressFn = Callable[[str, int, int], None]  # ("train", steps done, total steps)
@@ -148,7 +148,7 @@ def check_same_run(run: RunDir, cfg: FinetuneConfig, num_processes: int = 1) -> 
     """An out folder with checkpoints resumes only the run that wrote them. The number of processes may change
     (8 GPUs -> 4) when batch_size x grad_accum x processes, the samples of one optimizer step, stays the same:
     then every step sees the same samples in the same order."""
-    saved_path = run.file("config.yaml")
+    saved_path = run.file(CONFIG)
     checkpoints = list_checkpoints(run.path)
     if not saved_path.is_file() or not checkpoints:
         return

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...reports.document import (
+    claim_test_text,
     preconditions_section,
     BulletList,
     Claim,
@@ -18,7 +19,6 @@ from ...reports.document import (
     Table,
     format_estimate,
     format_number,
-    format_p,
 )
 from ...reports.plots import BarSeries, HeatmapPanel, LinePanel, Series, bar_chart, colour_map, heatmap, line_plot
 from ...reports.probe import correlation_sentence, scatter_panel
@@ -106,8 +106,8 @@ def _claims_section(summary: ContinualSummary) -> Section:
         test = c.check.test
         rows.append([c.arm + (" (paper)" if c.paper_claim else ""), c.check.verdict,
                      f"{test.delta_of} = {_shown(test.delta)}" if test is not None else "-",
-                     format_p(json_float(test.p_value)) if test is not None else "-"])
-    blocks.append(Table(["strategy", "verdict", "forgetting difference [interval]", "p"], rows,
+                     claim_test_text(c.check) if test is not None else "-"])
+    blocks.append(Table(["strategy", "verdict", "forgetting difference [interval]", "test"], rows,
                         "Negative differences: the strategy forgets less than naive."))
     blocks.append(ClaimList([Claim(c.check.claim, c.check.verdict, c.check.evidence, list(c.details))
                              for c in summary.claims]))

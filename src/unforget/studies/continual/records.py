@@ -99,7 +99,7 @@ def read_continual_run(run_dir: str | Path) -> ContinualRun:
     cfg = read_yaml(path / CONFIG)
     refs = [str(t) for t in cfg.get("tasks") or []]
     if not refs:
-        raise DataError(f"{path / 'config.yaml'} lists no tasks: not a continual study's config")
+        raise DataError(f"{path / CONFIG} lists no tasks: not a continual study's config")
     base_dir = path / BASE_DIR
     base_metrics = _read_optional(base_dir / METRICS) or {}
     names = {t["index"]: t["dataset"] for t in base_metrics.get("tasks") or []}

@@ -15,7 +15,7 @@ from ...reports.names import display_names
 from ...runs import read_json, read_jsonl
 from ...training.methods.base import METHODS, FinetuneMethod
 from .config import arm_folder_name
-from ...runs.layout import CONFIG, DONE, METRICS, PROBE_FILE, SAMPLES
+from ...runs.layout import ALIGNMENT_FILE, CONFIG, DONE, METRICS, PROBE_FILE, SAMPLES, TRAIN_LOG
 from ...runs.records import judged
 
 Record = dict[str, Any]  # one line of a samples.jsonl (or alignment, probe, language .jsonl), as written
@@ -122,7 +122,7 @@ def read_emt_run(run_dir: str | Path) -> EmtRun:
         raise DataError(f"{config_path}: no `methods:` listed, so there is no fine-tuning arm to report")
     base_records = [r for r in read_jsonl(path / "base" / SAMPLES) if r.get("epoch", 0) == 0]
     if not base_records:
-        raise DataError(f"{path / 'base' / 'samples.jsonl'} is missing or empty: the base model was not evaluated "
+        raise DataError(f"{path / 'base' / SAMPLES} is missing or empty: the base model was not evaluated "
                         "yet; rerun `unforget study emt` on this config to finish it")
     base_metrics_path = path / "base" / METRICS
     base_metrics = read_json(base_metrics_path) if base_metrics_path.exists() else {}
@@ -141,7 +141,7 @@ def read_emt_run(run_dir: str | Path) -> EmtRun:
                   alpha=float(cfg.get("alpha", 0.05)), seeds=seeds,
                   classes=[int(c) for c in classes] if classes else None, base=base,
                   base_done=(path / "base" / DONE).exists(), base_metrics=base_metrics,
-                  base_alignment=read_jsonl(path / "base" / "alignment.jsonl"), arms=arms,
+                  base_alignment=read_jsonl(path / "base" / ALIGNMENT_FILE), arms=arms,
                   base_probe=[r for r in read_jsonl(path / "base" / PROBE_FILE) if r.get("epoch", 0) == 0],
                   base_language=[r for r in read_jsonl(path / "base" / LANGUAGE_FILE) if r.get("epoch", 0) == 0])
 
@@ -165,12 +165,12 @@ def _read_arm(folder: Path, name: str, method: str, seed: int, base: ByDataset) 
             arm.epochs[epoch] = by_dataset(by_epoch[epoch])
         else:
             arm.partial_epochs.append(epoch)
-    arm.alignment = read_jsonl(folder / "alignment.jsonl")
+    arm.alignment = read_jsonl(folder / ALIGNMENT_FILE)
     arm.probe = [r for r in read_jsonl(folder / PROBE_FILE)
                  if r.get("seed", seed) == seed and int(r.get("epoch", -1)) in arm.epochs]
     arm.language = [r for r in read_jsonl(folder / LANGUAGE_FILE)
                     if r.get("seed", seed) == seed and int(r.get("epoch", -1)) in arm.epochs]
-    arm.train_log = read_jsonl(folder / "train" / "train_log.jsonl")
+    arm.train_log = read_jsonl(folder / "train" / TRAIN_LOG)
     result_path = folder / "train_result.json"
     arm.train_result = read_json(result_path) if result_path.exists() else None
     return arm

@@ -45,6 +45,7 @@ from ..language_scores import record_language, text_dataset
 from ..probing import base_file, make_probe, record_probe
 from ..report import write_study_report
 from .config import EmtConfig, MethodRun, arm_folder
+from ...runs.layout import ALIGNMENT_FILE
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +188,8 @@ def _write_alignment(lm: LoadedModel, cfg: EmtConfig, run: RunDir, epoch: int) -
     if reason is not None:
         log.warning("visual-text alignment left out: %s", reason)
         return
-    done = {(r["epoch"], r["dataset"]) for r in read_jsonl(run.file("alignment.jsonl"))}
-    with run.appender("alignment.jsonl") as app:
+    done = {(r["epoch"], r["dataset"]) for r in read_jsonl(run.file(ALIGNMENT_FILE))}
+    with run.appender(ALIGNMENT_FILE) as app:
         for name in cfg.eval.datasets:
             ds = load_dataset(name)
             if ds.task != "classification" or (epoch, ds.name) in done:

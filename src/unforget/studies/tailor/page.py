@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...reports.document import (
+    claim_test_text,
     preconditions_section,
     BulletList,
     Claim,
@@ -177,6 +178,9 @@ def build_tailor_report(summary: TailorSummary) -> Report:
                   "the base model keeps about 99% of its original-task performance and reaches about 97% of the "
                   "fine-tuned model's on the target. Verdicts below come from the paired bootstrap intervals of "
                   "those shares at the largest swept sparsity within the bound."),
+        Table(["group", "claim", "verdict", "test"],
+              [[c.group, c.id, c.check.verdict, claim_test_text(c.check)] for c in summary.claims],
+              "At a glance; the sentences below give the numbers behind each verdict."),
         ClaimList(claims)]))
     for group, data in summary.groups.items():
         blocks: list[Any] = [_group_table(data, summary), _tradeoff_figure(group, data, summary),

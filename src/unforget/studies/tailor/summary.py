@@ -141,7 +141,7 @@ def read_tailor_run(run_dir: str | Path) -> TailorStudyRun:
         raise DataError(f"{config_path}: no `targets:` listed, so there is nothing to report")
     base = _evaluation("base", path / "base")
     if not base.records:
-        raise DataError(f"{path / 'base' / 'samples.jsonl'} is missing or empty: the base model was not evaluated "
+        raise DataError(f"{path / 'base' / SAMPLES} is missing or empty: the base model was not evaluated "
                         "yet; rerun `unforget study tailor` on this config to finish it")
     finetuned = {t: _evaluation(f"fine-tuned ({t})", path / "finetune" / t) for t in targets}
     runs = []

@@ -126,7 +126,7 @@ def read_twobytwo_run(run_dir: str | Path) -> TwoByTwoRun:
     base_records = [r for r in read_jsonl(path / "base" / SAMPLES) if r.get("epoch", 0) == 0]
     text = next((str(d) for d in cfg.get("extra_datasets") or [] if str(d).split("?", 1)[0] == "text"), None)
     if not base_records:
-        raise DataError(f"{path / 'base' / 'samples.jsonl'} is missing or empty: the base model was not evaluated "
+        raise DataError(f"{path / 'base' / SAMPLES} is missing or empty: the base model was not evaluated "
                         "yet; rerun `unforget study 2x2` on this config to finish it")
     runs = []
     for kind in ("sweep", "hybrid"):

@@ -15,11 +15,10 @@ from ...models.loading import LoadedModel
 from ...runs import RunDir, atomic_write_json, atomic_write_text, dumps_strict, read_json, read_jsonl
 from ...training.data import question_of
 from .config import HybridSource
-from ...runs.layout import DONE
+from ...runs.layout import DONE, REPLAY_FILE
 
 ProgressFn = Callable[[str, int, int], None]
 
-REPLAY_FILE = "replay.jsonl"
 
 
 def replay_reference(folder: Path) -> str:
